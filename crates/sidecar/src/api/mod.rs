@@ -1,0 +1,12 @@
+//! The sidecar's APIs: HTTP and gRPC front ends over shared implementations.
+
+mod error;
+pub(crate) mod grpc;
+pub(crate) mod http;
+pub(crate) mod internal;
+mod metadata;
+mod secrets;
+mod state;
+
+pub use error::ApiError;
+pub use metadata::DAPR_RUNTIME_VERSION;

@@ -1,0 +1,449 @@
+//! `state.sqlite`: a durable file with components-contrib's table layout, so a database written
+//! by daprd can be read here and the other way round.
+//!
+//! Layout (migration 1 of components-contrib): `state(key, value, is_binary, etag,
+//! expiration_time, update_time)` plus a `metadata(key, value)` table. JSON values are stored as
+//! text; anything else base64-encoded with `is_binary = 1`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use base64::Engine as _;
+use bytes::Bytes;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use super::{
+    Concurrency, DeleteRequest, Features, Operation, SetRequest, StateError, StateItem, StateStore,
+};
+use crate::components::ComponentContext;
+use crate::resources::{ComponentMetadata, ResourceError};
+
+/// The sqlite state store.
+pub struct SqliteStore {
+    connection: Arc<Mutex<Connection>>,
+    table: String,
+    path: PathBuf,
+}
+
+const LIVE: &str = "(expiration_time IS NULL OR expiration_time > CURRENT_TIMESTAMP)";
+
+impl SqliteStore {
+    /// Opens (and if needed creates) the database named by `connectionString`.
+    pub async fn open(
+        metadata: &ComponentMetadata,
+        context: &ComponentContext,
+    ) -> Result<Self, ResourceError> {
+        let connection_string = metadata
+            .get("connectionString")
+            .or_else(|| metadata.get("url"))
+            .ok_or_else(|| {
+                metadata.error("connectionString", "required metadata field is missing")
+            })?;
+        let table = table_name(metadata, "tableName", "state")?;
+        let metadata_table = table_name(metadata, "metadataTableName", "metadata")?;
+        let busy_timeout = metadata
+            .duration("busyTimeout", Duration::from_millis(1))?
+            .unwrap_or(Duration::from_secs(2));
+        let disable_wal = metadata.bool("disableWAL", false)?;
+        let cleanup_interval = metadata
+            .duration("cleanupInterval", Duration::from_secs(1))?
+            .or(metadata.duration("cleanupIntervalInSeconds", Duration::from_secs(1))?)
+            .filter(|interval| !interval.is_zero());
+        let path = database_path(connection_string, &context.working_dir);
+
+        let opened = {
+            let path = path.clone();
+            let table = table.clone();
+            tokio::task::spawn_blocking(move || {
+                open_database(&path, &table, &metadata_table, busy_timeout, disable_wal)
+            })
+            .await
+            .map_err(|e| metadata.error("connectionString", e.to_string()))?
+        };
+        let connection = opened.map_err(|e| {
+            metadata.error(
+                "connectionString",
+                format!("cannot open sqlite database {}: {e:#}", path.display()),
+            )
+        })?;
+        let store = Self {
+            connection: Arc::new(Mutex::new(connection)),
+            table,
+            path,
+        };
+        if let Some(interval) = cleanup_interval {
+            store.spawn_cleanup(interval);
+        }
+        Ok(store)
+    }
+
+    /// The database file (or `:memory:`).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn spawn_cleanup(&self, interval: Duration) {
+        let connection = Arc::downgrade(&self.connection);
+        let sql = format!(
+            "DELETE FROM {} WHERE expiration_time IS NOT NULL AND expiration_time < CURRENT_TIMESTAMP",
+            self.table
+        );
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
+                let Some(connection) = connection.upgrade() else {
+                    return; // the store was dropped
+                };
+                let sql = sql.clone();
+                let result = tokio::task::spawn_blocking(move || {
+                    let connection = connection.lock().unwrap_or_else(|e| e.into_inner());
+                    connection.execute(&sql, [])
+                })
+                .await;
+                if let Ok(Err(error)) = result {
+                    tracing::warn!(%error, "sqlite state store: removing expired items failed");
+                }
+            }
+        });
+    }
+
+    /// Runs `work` on the connection on the blocking pool.
+    async fn with_connection<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection, &str) -> Result<T, StateError> + Send + 'static,
+    ) -> Result<T, StateError> {
+        let connection = self.connection.clone();
+        let table = self.table.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut connection = connection.lock().unwrap_or_else(|e| e.into_inner());
+            work(&mut connection, &table)
+        })
+        .await
+        .map_err(|e| StateError::Store(anyhow::anyhow!("sqlite worker failed: {e}")))?
+    }
+}
+
+fn table_name(
+    metadata: &ComponentMetadata,
+    field: &str,
+    default: &str,
+) -> Result<String, ResourceError> {
+    let name = metadata.get(field).unwrap_or(default);
+    if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        Ok(name.to_owned())
+    } else {
+        Err(metadata.error(field, "may only contain letters, digits and underscores"))
+    }
+}
+
+/// Turns Dapr's connection string (`file:path?options`, a bare path, or `:memory:`) into a path.
+fn database_path(connection_string: &str, working_dir: &Path) -> PathBuf {
+    let without_scheme = connection_string
+        .strip_prefix("file:")
+        .unwrap_or(connection_string);
+    let path = without_scheme.split('?').next().unwrap_or(without_scheme);
+    if path == ":memory:" || path.is_empty() {
+        return PathBuf::from(":memory:");
+    }
+    let path = Path::new(path);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        working_dir.join(path)
+    }
+}
+
+fn open_database(
+    path: &Path,
+    table: &str,
+    metadata_table: &str,
+    busy_timeout: Duration,
+    disable_wal: bool,
+) -> anyhow::Result<Connection> {
+    let connection = if path == Path::new(":memory:") {
+        Connection::open_in_memory()?
+    } else {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create directory {}", parent.display()))?;
+        }
+        Connection::open(path)?
+    };
+    connection.busy_timeout(busy_timeout)?;
+    let journal = if disable_wal { "DELETE" } else { "WAL" };
+    connection.pragma_update(None, "journal_mode", journal)?;
+    connection.pragma_update(None, "synchronous", "NORMAL")?;
+    connection.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {metadata_table} (key text NOT NULL PRIMARY KEY, value text NOT NULL);
+         CREATE TABLE IF NOT EXISTS {table} (
+           key TEXT NOT NULL PRIMARY KEY,
+           value TEXT NOT NULL,
+           is_binary BOOLEAN NOT NULL,
+           etag TEXT NOT NULL,
+           expiration_time TIMESTAMP DEFAULT NULL,
+           update_time TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
+         );
+         INSERT OR IGNORE INTO {metadata_table} (key, value) VALUES ('migrations', '1');"
+    ))?;
+    Ok(connection)
+}
+
+/// Splits a value into the text stored and the `is_binary` flag.
+fn encode(value: &[u8]) -> (String, bool) {
+    match std::str::from_utf8(value) {
+        Ok(text) if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() => {
+            (text.to_owned(), false)
+        }
+        _ => (
+            base64::engine::general_purpose::STANDARD.encode(value),
+            true,
+        ),
+    }
+}
+
+fn decode(text: String, is_binary: bool) -> Result<Bytes, StateError> {
+    if is_binary {
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map(Bytes::from)
+            .map_err(|e| {
+                StateError::Store(anyhow::anyhow!("stored binary value is not base64: {e}"))
+            })
+    } else {
+        Ok(Bytes::from(text))
+    }
+}
+
+fn parse_time(text: Option<String>) -> Option<DateTime<Utc>> {
+    text.and_then(|t| NaiveDateTime::parse_from_str(&t, "%Y-%m-%d %H:%M:%S").ok())
+        .map(|naive| naive.and_utc())
+}
+
+/// `DATETIME(CURRENT_TIMESTAMP, '+N seconds')`, or NULL without a TTL.
+fn expiration_sql(ttl: Option<Duration>) -> String {
+    match ttl {
+        Some(ttl) if !ttl.is_zero() => {
+            format!(
+                "DATETIME(CURRENT_TIMESTAMP, '+{} seconds')",
+                ttl.as_secs().max(1)
+            )
+        }
+        _ => "NULL".into(),
+    }
+}
+
+fn store_error(error: rusqlite::Error) -> StateError {
+    StateError::Store(error.into())
+}
+
+fn get_item(
+    connection: &Connection,
+    table: &str,
+    key: &str,
+) -> Result<Option<StateItem>, StateError> {
+    connection
+        .prepare_cached(&format!(
+            "SELECT value, is_binary, etag, expiration_time FROM {table} WHERE key = ?1 AND {LIVE}"
+        ))
+        .and_then(|mut statement| {
+            statement
+                .query_row([key], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, bool>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, Option<String>>(3)?,
+                    ))
+                })
+                .optional()
+        })
+        .map_err(store_error)?
+        .map(|(value, is_binary, etag, expires)| {
+            Ok(StateItem {
+                value: decode(value, is_binary)?,
+                etag,
+                expire_time: parse_time(expires),
+            })
+        })
+        .transpose()
+}
+
+fn set_item(tx: &Transaction<'_>, table: &str, request: &SetRequest) -> Result<(), StateError> {
+    let (value, is_binary) = encode(&request.value);
+    let etag = uuid::Uuid::new_v4().to_string();
+    let expires = expiration_sql(request.ttl);
+    let changed = match (&request.etag, request.concurrency) {
+        (Some(expected), _) => tx
+            .execute(
+                &format!(
+                    "UPDATE {table} SET value = ?1, etag = ?2, is_binary = ?3, update_time = CURRENT_TIMESTAMP,
+                       expiration_time = {expires}
+                     WHERE key = ?4 AND etag = ?5 AND {LIVE}"
+                ),
+                params![value, etag, is_binary, request.key, expected],
+            )
+            .map_err(store_error)?,
+        (None, Concurrency::FirstWrite) => tx
+            .execute(
+                &format!(
+                    "INSERT INTO {table} (key, value, is_binary, etag, update_time, expiration_time)
+                     VALUES (?1, ?2, ?3, ?4, CURRENT_TIMESTAMP, {expires})
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value, is_binary = excluded.is_binary,
+                       etag = excluded.etag, update_time = excluded.update_time,
+                       expiration_time = excluded.expiration_time
+                     WHERE {table}.expiration_time IS NOT NULL AND {table}.expiration_time <= CURRENT_TIMESTAMP"
+                ),
+                params![request.key, value, is_binary, etag],
+            )
+            .map_err(store_error)?,
+        (None, Concurrency::LastWrite) => tx
+            .execute(
+                &format!(
+                    "INSERT OR REPLACE INTO {table} (key, value, is_binary, etag, update_time, expiration_time)
+                     VALUES (?1, ?2, ?3, ?4, CURRENT_TIMESTAMP, {expires})"
+                ),
+                params![request.key, value, is_binary, etag],
+            )
+            .map_err(store_error)?,
+    };
+    if changed == 0 {
+        return Err(StateError::EtagMismatch(match request.etag {
+            Some(_) => format!("no item with key {} and the given etag", request.key),
+            None => format!("item {} already exists and no etag was passed", request.key),
+        }));
+    }
+    Ok(())
+}
+
+fn delete_item(
+    tx: &Transaction<'_>,
+    table: &str,
+    request: &DeleteRequest,
+) -> Result<(), StateError> {
+    match &request.etag {
+        Some(expected) => {
+            let changed = tx
+                .execute(
+                    &format!("DELETE FROM {table} WHERE key = ?1 AND etag = ?2"),
+                    params![request.key, expected],
+                )
+                .map_err(store_error)?;
+            if changed == 0 {
+                return Err(StateError::EtagMismatch(format!(
+                    "no item with key {} and the given etag",
+                    request.key
+                )));
+            }
+        }
+        None => {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE key = ?1"),
+                [&request.key],
+            )
+            .map_err(store_error)?;
+        }
+    }
+    Ok(())
+}
+
+fn run_transaction(
+    connection: &mut Connection,
+    table: &str,
+    operations: &[Operation],
+) -> Result<(), StateError> {
+    let tx = connection
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(store_error)?;
+    for operation in operations {
+        match operation {
+            Operation::Set(set) => set_item(&tx, table, set)?,
+            Operation::Delete(delete) => delete_item(&tx, table, delete)?,
+        }
+    }
+    // Dropping an uncommitted transaction rolls it back, so an early return above undoes it all.
+    tx.commit().map_err(store_error)
+}
+
+#[async_trait]
+impl StateStore for SqliteStore {
+    fn features(&self) -> Features {
+        Features {
+            etag: true,
+            transactional: true,
+            ttl: true,
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<StateItem>, StateError> {
+        let key = key.to_owned();
+        self.with_connection(move |connection, table| get_item(connection, table, &key))
+            .await
+    }
+
+    async fn bulk_get(&self, keys: &[String]) -> Result<Vec<Option<StateItem>>, StateError> {
+        let keys = keys.to_vec();
+        self.with_connection(move |connection, table| {
+            keys.iter()
+                .map(|key| get_item(connection, table, key))
+                .collect()
+        })
+        .await
+    }
+
+    async fn set(&self, request: &SetRequest) -> Result<(), StateError> {
+        let operations = vec![Operation::Set(request.clone())];
+        self.transact(&operations).await
+    }
+
+    async fn delete(&self, request: &DeleteRequest) -> Result<(), StateError> {
+        let operations = vec![Operation::Delete(request.clone())];
+        self.transact(&operations).await
+    }
+
+    async fn transact(&self, operations: &[Operation]) -> Result<(), StateError> {
+        let operations = operations.to_vec();
+        self.with_connection(move |connection, table| {
+            run_transaction(connection, table, &operations)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> anyhow::Result<()> {
+        self.with_connection(|connection, _| {
+            connection
+                .query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(store_error)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_is_stored_as_text_and_anything_else_as_base64() {
+        assert_eq!(encode(br#"{"a":1}"#), (r#"{"a":1}"#.to_owned(), false));
+        assert_eq!(encode(&[0xff, 0x00]), ("/wA=".to_owned(), true));
+        assert_eq!(encode(b"plain text"), ("cGxhaW4gdGV4dA==".to_owned(), true));
+    }
+
+    #[test]
+    fn connection_strings_become_paths() {
+        let cwd = Path::new("/srv");
+        assert_eq!(
+            database_path("file:data/state.db?_txlock=immediate", cwd),
+            Path::new("/srv/data/state.db")
+        );
+        assert_eq!(database_path("/tmp/x.db", cwd), Path::new("/tmp/x.db"));
+        assert_eq!(database_path(":memory:", cwd), Path::new(":memory:"));
+    }
+}
