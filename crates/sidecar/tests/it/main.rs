@@ -1,0 +1,10 @@
+//! Black-box tests of the sidecar: real sidecars on port 0, talked to over HTTP and gRPC, with
+//! the real local PostgreSQL and Redis behind the stores that need them.
+
+mod health_metadata;
+mod invoke;
+mod resources;
+mod secrets;
+mod state_api;
+mod state_conformance;
+mod support;

@@ -1,0 +1,318 @@
+//! Test fixtures: sidecars with component YAML in a temp dir, small apps, and per-test databases.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sidecar::state::StateStore;
+use sidecar::{Sidecar, SidecarOptions, Topology};
+use tempfile::TempDir;
+
+/// A running sidecar and the directory holding its resources.
+pub struct TestSidecar {
+    pub sidecar: Sidecar,
+    pub dir: TempDir,
+    pub http: String,
+}
+
+impl TestSidecar {
+    /// `http://127.0.0.1:<port>` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.http)
+    }
+
+    /// A gRPC client from the official `dapr` crate.
+    pub async fn client(&self) -> dapr::Client<dapr::client::TonicClientWithAuth> {
+        let options = dapr::client::ClientOptions::new()
+            .with_address(format!("http://127.0.0.1:{}", self.sidecar.grpc_port()));
+        dapr::Client::from_options(options).await.expect("gRPC client connects")
+    }
+
+    /// The raw generated gRPC client (for the calls the `dapr` client does not wrap).
+    pub async fn raw_client(
+        &self,
+    ) -> dapr::dapr::proto::runtime::v1::dapr_client::DaprClient<tonic::transport::Channel> {
+        dapr::dapr::proto::runtime::v1::dapr_client::DaprClient::connect(format!(
+            "http://127.0.0.1:{}",
+            self.sidecar.grpc_port()
+        ))
+        .await
+        .expect("gRPC client connects")
+    }
+}
+
+/// Builds sidecars for tests.
+pub struct SidecarBuilder {
+    options: SidecarOptions,
+    files: Vec<(String, String)>,
+    config: Option<String>,
+    topology: Topology,
+}
+
+pub fn sidecar(app_id: &str) -> SidecarBuilder {
+    SidecarBuilder {
+        options: SidecarOptions::new(app_id),
+        files: Vec::new(),
+        config: None,
+        topology: Topology::in_process(),
+    }
+}
+
+impl SidecarBuilder {
+    /// Adds a resource file.
+    pub fn resource(mut self, name: &str, yaml: impl Into<String>) -> Self {
+        self.files.push((name.to_owned(), yaml.into()));
+        self
+    }
+
+    /// Adds an in-memory state store named `name`.
+    pub fn memory_store(self, name: &str) -> Self {
+        let yaml = format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: state.in-memory\n  version: v1\n"
+        );
+        self.resource(&format!("{name}.yaml"), yaml)
+    }
+
+    /// Sets the Configuration.
+    pub fn config(mut self, yaml: impl Into<String>) -> Self {
+        self.config = Some(yaml.into());
+        self
+    }
+
+    pub fn app_port(mut self, port: u16) -> Self {
+        self.options.app_port = Some(port);
+        self
+    }
+
+    pub fn topology(mut self, topology: &Topology) -> Self {
+        self.topology = topology.clone();
+        self
+    }
+
+    pub fn options(mut self, change: impl FnOnce(&mut SidecarOptions)) -> Self {
+        change(&mut self.options);
+        self
+    }
+
+    /// Writes the files and starts the sidecar, returning start-up errors.
+    pub async fn try_start(mut self) -> anyhow::Result<TestSidecar> {
+        let dir = tempfile::tempdir()?;
+        let resources = dir.path().join("resources");
+        std::fs::create_dir(&resources)?;
+        for (name, yaml) in &self.files {
+            std::fs::write(resources.join(name), yaml)?;
+        }
+        if let Some(config) = &self.config {
+            let path = dir.path().join("config.yaml");
+            std::fs::write(&path, config)?;
+            self.options.config = Some(path);
+        }
+        self.options.resources_paths.push(resources);
+        self.options.working_dir = dir.path().to_path_buf();
+        let sidecar = Sidecar::start(self.options, &self.topology).await?;
+        let http = format!("http://127.0.0.1:{}", sidecar.http_port());
+        Ok(TestSidecar { sidecar, dir, http })
+    }
+
+    pub async fn start(self) -> TestSidecar {
+        self.try_start().await.expect("sidecar starts")
+    }
+}
+
+/// Serves `router` on a free port; returns the port.
+pub async fn serve(router: axum::Router) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    tokio::spawn(async move {
+        axum::serve(listener, router).await.expect("test app serves");
+    });
+    port
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+/// Waits until `check` is true, for at most `seconds`.
+pub async fn eventually<F, Fut>(seconds: u64, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    false
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A PostgreSQL database created for one test and dropped afterwards.
+pub struct TestDatabase {
+    pub name: String,
+}
+
+pub const POSTGRES: &str = "host=127.0.0.1 port=5432 user=postgres";
+
+impl TestDatabase {
+    pub async fn create() -> Self {
+        let name = unique("sidecar_test_");
+        let (client, connection) = tokio_postgres::connect(&format!("{POSTGRES} dbname=postgres"), tokio_postgres::NoTls)
+            .await
+            .expect("the local PostgreSQL answers on 127.0.0.1:5432");
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        Self { name }
+    }
+
+    pub fn connection_string(&self) -> String {
+        format!("{POSTGRES} dbname={}", self.name)
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside any runtime guarantee: clean up on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            runtime.block_on(async move {
+                if let Ok((client, connection)) =
+                    tokio_postgres::connect(&format!("{POSTGRES} dbname=postgres"), tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(connection);
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Removes every Redis key under a test's prefix when dropped.
+pub struct RedisKeys {
+    pub prefix: String,
+}
+
+impl Drop for RedisKeys {
+    fn drop(&mut self) {
+        let pattern = format!("{}*", self.prefix);
+        let _ = std::thread::spawn(move || {
+            let Ok(client) = redis::Client::open("redis://127.0.0.1:6379") else {
+                return;
+            };
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            runtime.block_on(async move {
+                let Ok(mut connection) = client.get_multiplexed_async_connection().await else {
+                    return;
+                };
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(&pattern)
+                    .query_async(&mut connection)
+                    .await
+                    .unwrap_or_default();
+                if !keys.is_empty() {
+                    let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut connection).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A store built from component YAML, with whatever keeps its data space alive.
+pub struct TestStore {
+    pub store: Arc<dyn StateStore>,
+    pub prefix: String,
+    _database: Option<TestDatabase>,
+    _redis: Option<RedisKeys>,
+    _dir: TempDir,
+}
+
+async fn build_store(component: &str, database: Option<TestDatabase>, redis: Option<RedisKeys>) -> TestStore {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("store.yaml"), component).expect("write component");
+    let app_id = unique("app");
+    let set = sidecar::resources::load_resources(&[dir.path().to_path_buf()], &app_id, None).expect("component parses");
+    let context = sidecar::components::ComponentContext {
+        app_id: app_id.clone(),
+        namespace: None,
+        working_dir: dir.path().to_path_buf(),
+    };
+    let mut components = sidecar::components::Components::load(&set.components, &context)
+        .await
+        .expect("store initialises");
+    let entry = components.state.remove("store").expect("the store is loaded");
+    TestStore {
+        store: entry.store,
+        prefix: app_id,
+        _database: database,
+        _redis: redis,
+        _dir: dir,
+    }
+}
+
+fn component(kind: &str, version: &str, metadata: &[(&str, &str)]) -> String {
+    let mut yaml = format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: store\nspec:\n  type: {kind}\n  version: {version}\n  metadata: []\n"
+    );
+    if !metadata.is_empty() {
+        yaml = yaml.replace("  metadata: []\n", "  metadata:\n");
+        for (name, value) in metadata {
+            yaml.push_str(&format!("  - name: {name}\n    value: \"{value}\"\n"));
+        }
+    }
+    yaml
+}
+
+pub async fn memory_store() -> TestStore {
+    build_store(&component("state.in-memory", "v1", &[]), None, None).await
+}
+
+pub async fn sqlite_store() -> TestStore {
+    build_store(&component("state.sqlite", "v1", &[("connectionString", "state.db")]), None, None).await
+}
+
+pub async fn postgres_store() -> TestStore {
+    let database = TestDatabase::create().await;
+    let yaml = component(
+        "state.postgresql",
+        "v2",
+        &[("connectionString", &database.connection_string()), ("cleanupInterval", "0")],
+    );
+    build_store(&yaml, Some(database), None).await
+}
+
+pub async fn redis_store() -> TestStore {
+    let store = build_store(&component("state.redis", "v1", &[("redisHost", "127.0.0.1:6379")]), None, None).await;
+    let prefix = store.prefix.clone();
+    TestStore {
+        _redis: Some(RedisKeys { prefix }),
+        ..store
+    }
+}
+
+/// Address helper for apps.
+pub fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+pub fn path(dir: &TempDir, name: &str) -> PathBuf {
+    dir.path().join(name)
+}
