@@ -34,11 +34,11 @@ async fn value(store: &TestStore, key: &str) -> Option<Bytes> {
     store.store.get(key).await.expect("get works").map(|item| item.value)
 }
 
-pub async fn a_missing_key_reads_as_none(store: TestStore) {
+pub(crate) async fn a_missing_key_reads_as_none(store: TestStore) {
     assert_eq!(store.store.get(&key(&store, "nothing")).await.expect("get works"), None);
 }
 
-pub async fn a_saved_value_reads_back_with_an_etag(store: TestStore) {
+pub(crate) async fn a_saved_value_reads_back_with_an_etag(store: TestStore) {
     let k = key(&store, "a");
     store.store.set(&set(&k, r#"{"n":1}"#)).await.expect("set works");
     let item = store.store.get(&k).await.expect("get works").expect("item exists");
@@ -47,7 +47,7 @@ pub async fn a_saved_value_reads_back_with_an_etag(store: TestStore) {
     assert_eq!(item.expire_time, None);
 }
 
-pub async fn every_write_changes_the_etag(store: TestStore) {
+pub(crate) async fn every_write_changes_the_etag(store: TestStore) {
     let k = key(&store, "a");
     store.store.set(&set(&k, "1")).await.expect("set works");
     let first = store.store.get(&k).await.expect("get").expect("exists").etag;
@@ -57,7 +57,7 @@ pub async fn every_write_changes_the_etag(store: TestStore) {
     assert_eq!(second.value, Bytes::from_static(b"2"));
 }
 
-pub async fn a_write_with_the_current_etag_succeeds(store: TestStore) {
+pub(crate) async fn a_write_with_the_current_etag_succeeds(store: TestStore) {
     let k = key(&store, "a");
     store.store.set(&set(&k, "1")).await.expect("set works");
     let etag = store.store.get(&k).await.expect("get").expect("exists").etag;
@@ -66,7 +66,7 @@ pub async fn a_write_with_the_current_etag_succeeds(store: TestStore) {
     assert_eq!(value(&store, &k).await, Some(Bytes::from_static(b"2")));
 }
 
-pub async fn a_write_with_a_stale_etag_fails_and_changes_nothing(store: TestStore) {
+pub(crate) async fn a_write_with_a_stale_etag_fails_and_changes_nothing(store: TestStore) {
     let k = key(&store, "a");
     store.store.set(&set(&k, "1")).await.expect("set works");
     let stale = store.store.get(&k).await.expect("get").expect("exists").etag;
@@ -83,7 +83,7 @@ pub async fn a_write_with_a_stale_etag_fails_and_changes_nothing(store: TestStor
     assert_eq!(value(&store, &k).await, Some(Bytes::from_static(b"2")));
 }
 
-pub async fn a_write_with_an_etag_to_a_missing_key_fails(store: TestStore) {
+pub(crate) async fn a_write_with_an_etag_to_a_missing_key_fails(store: TestStore) {
     let k = key(&store, "missing");
     store.store.set(&set(&k, "1")).await.expect("set works");
     let etag = store.store.get(&k).await.expect("get").expect("exists").etag;
@@ -94,7 +94,7 @@ pub async fn a_write_with_an_etag_to_a_missing_key_fails(store: TestStore) {
     assert_eq!(value(&store, &k).await, None);
 }
 
-pub async fn a_malformed_etag_is_refused(store: TestStore) {
+pub(crate) async fn a_malformed_etag_is_refused(store: TestStore) {
     let k = key(&store, "a");
     store.store.set(&set(&k, "1")).await.expect("set works");
     let request = SetRequest {
@@ -109,7 +109,7 @@ pub async fn a_malformed_etag_is_refused(store: TestStore) {
     assert_eq!(value(&store, &k).await, Some(Bytes::from_static(b"1")));
 }
 
-pub async fn first_write_without_an_etag_only_creates(store: TestStore) {
+pub(crate) async fn first_write_without_an_etag_only_creates(store: TestStore) {
     let k = key(&store, "a");
     let create = SetRequest {
         concurrency: Concurrency::FirstWrite,
@@ -125,11 +125,11 @@ pub async fn first_write_without_an_etag_only_creates(store: TestStore) {
     assert_eq!(value(&store, &k).await, Some(Bytes::from_static(b"1")));
 }
 
-pub async fn deleting_a_missing_key_succeeds(store: TestStore) {
+pub(crate) async fn deleting_a_missing_key_succeeds(store: TestStore) {
     store.store.delete(&delete(&key(&store, "nothing"))).await.expect("no-op delete");
 }
 
-pub async fn a_delete_with_a_stale_etag_keeps_the_item(store: TestStore) {
+pub(crate) async fn a_delete_with_a_stale_etag_keeps_the_item(store: TestStore) {
     let k = key(&store, "a");
     store.store.set(&set(&k, "1")).await.expect("set works");
     let stale = store.store.get(&k).await.expect("get").expect("exists").etag;
@@ -140,7 +140,7 @@ pub async fn a_delete_with_a_stale_etag_keeps_the_item(store: TestStore) {
     assert_eq!(value(&store, &k).await, Some(Bytes::from_static(b"2")));
 }
 
-pub async fn a_delete_with_the_current_etag_removes_the_item(store: TestStore) {
+pub(crate) async fn a_delete_with_the_current_etag_removes_the_item(store: TestStore) {
     let k = key(&store, "a");
     store.store.set(&set(&k, "1")).await.expect("set works");
     let etag = store.store.get(&k).await.expect("get").expect("exists").etag;
@@ -149,7 +149,7 @@ pub async fn a_delete_with_the_current_etag_removes_the_item(store: TestStore) {
     assert_eq!(value(&store, &k).await, None);
 }
 
-pub async fn items_expire_after_their_ttl(store: TestStore) {
+pub(crate) async fn items_expire_after_their_ttl(store: TestStore) {
     let k = key(&store, "ttl");
     let request = SetRequest {
         ttl: Some(Duration::from_secs(2)),
@@ -164,7 +164,7 @@ pub async fn items_expire_after_their_ttl(store: TestStore) {
     assert_eq!(value(&store, &k).await, None, "gone after the TTL");
 }
 
-pub async fn a_write_without_ttl_clears_an_earlier_ttl(store: TestStore) {
+pub(crate) async fn a_write_without_ttl_clears_an_earlier_ttl(store: TestStore) {
     let k = key(&store, "ttl");
     let request = SetRequest {
         ttl: Some(Duration::from_secs(60)),
@@ -176,7 +176,7 @@ pub async fn a_write_without_ttl_clears_an_earlier_ttl(store: TestStore) {
     assert_eq!(item.expire_time, None);
 }
 
-pub async fn binary_values_round_trip(store: TestStore) {
+pub(crate) async fn binary_values_round_trip(store: TestStore) {
     let k = key(&store, "bin");
     let bytes = Bytes::from_static(&[0, 159, 146, 150, 255, 10]);
     let request = SetRequest {
@@ -187,7 +187,7 @@ pub async fn binary_values_round_trip(store: TestStore) {
     assert_eq!(value(&store, &k).await, Some(bytes));
 }
 
-pub async fn bulk_get_returns_each_key_in_order(store: TestStore) {
+pub(crate) async fn bulk_get_returns_each_key_in_order(store: TestStore) {
     let (a, b, missing) = (key(&store, "a"), key(&store, "b"), key(&store, "missing"));
     store.store.set(&set(&a, "1")).await.expect("set works");
     store.store.set(&set(&b, "2")).await.expect("set works");
@@ -203,7 +203,7 @@ pub async fn bulk_get_returns_each_key_in_order(store: TestStore) {
     );
 }
 
-pub async fn a_transaction_applies_every_operation(store: TestStore) {
+pub(crate) async fn a_transaction_applies_every_operation(store: TestStore) {
     let (a, b) = (key(&store, "a"), key(&store, "b"));
     store.store.set(&set(&b, "old")).await.expect("set works");
     store
@@ -215,7 +215,7 @@ pub async fn a_transaction_applies_every_operation(store: TestStore) {
     assert_eq!(value(&store, &b).await, None);
 }
 
-pub async fn a_transaction_with_a_stale_etag_applies_nothing(store: TestStore) {
+pub(crate) async fn a_transaction_with_a_stale_etag_applies_nothing(store: TestStore) {
     let (a, b) = (key(&store, "a"), key(&store, "b"));
     store.store.set(&set(&a, "1")).await.expect("set works");
     store.store.set(&set(&b, "1")).await.expect("set works");
@@ -239,7 +239,7 @@ pub async fn a_transaction_with_a_stale_etag_applies_nothing(store: TestStore) {
 
 /// Optimistic concurrency under load: many writers race on one counter; every increment that
 /// reports success is counted exactly once.
-pub async fn concurrent_etag_writers_never_lose_an_update(store: TestStore) {
+pub(crate) async fn concurrent_etag_writers_never_lose_an_update(store: TestStore) {
     let k = key(&store, "counter");
     store.store.set(&set(&k, "0")).await.expect("set works");
     let store = std::sync::Arc::new(store);

@@ -1,8 +1,6 @@
 //! Test fixtures: sidecars with component YAML in a temp dir, small apps, and per-test databases.
 
 use std::future::Future;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use sidecar::state::StateStore;
@@ -10,27 +8,27 @@ use sidecar::{Sidecar, SidecarOptions, Topology};
 use tempfile::TempDir;
 
 /// A running sidecar and the directory holding its resources.
-pub struct TestSidecar {
-    pub sidecar: Sidecar,
-    pub dir: TempDir,
-    pub http: String,
+pub(crate) struct TestSidecar {
+    pub(crate) sidecar: Sidecar,
+    pub(crate) dir: TempDir,
+    pub(crate) http: String,
 }
 
 impl TestSidecar {
     /// `http://127.0.0.1:<port>` + `path`.
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.http)
     }
 
     /// A gRPC client from the official `dapr` crate.
-    pub async fn client(&self) -> dapr::Client<dapr::client::TonicClientWithAuth> {
+    pub(crate) async fn client(&self) -> dapr::Client<dapr::client::TonicClientWithAuth> {
         let options = dapr::client::ClientOptions::new()
             .with_address(format!("http://127.0.0.1:{}", self.sidecar.grpc_port()));
         dapr::Client::from_options(options).await.expect("gRPC client connects")
     }
 
     /// The raw generated gRPC client (for the calls the `dapr` client does not wrap).
-    pub async fn raw_client(
+    pub(crate) async fn raw_client(
         &self,
     ) -> dapr::dapr::proto::runtime::v1::dapr_client::DaprClient<tonic::transport::Channel> {
         dapr::dapr::proto::runtime::v1::dapr_client::DaprClient::connect(format!(
@@ -43,17 +41,19 @@ impl TestSidecar {
 }
 
 /// Builds sidecars for tests.
-pub struct SidecarBuilder {
+pub(crate) struct SidecarBuilder {
     options: SidecarOptions,
     files: Vec<(String, String)>,
+    working_files: Vec<(String, String)>,
     config: Option<String>,
     topology: Topology,
 }
 
-pub fn sidecar(app_id: &str) -> SidecarBuilder {
+pub(crate) fn sidecar(app_id: &str) -> SidecarBuilder {
     SidecarBuilder {
         options: SidecarOptions::new(app_id),
         files: Vec::new(),
+        working_files: Vec::new(),
         config: None,
         topology: Topology::in_process(),
     }
@@ -61,13 +61,19 @@ pub fn sidecar(app_id: &str) -> SidecarBuilder {
 
 impl SidecarBuilder {
     /// Adds a resource file.
-    pub fn resource(mut self, name: &str, yaml: impl Into<String>) -> Self {
+    pub(crate) fn resource(mut self, name: &str, yaml: impl Into<String>) -> Self {
         self.files.push((name.to_owned(), yaml.into()));
         self
     }
 
+    /// Adds a file to the sidecar's working directory (where relative paths resolve).
+    pub(crate) fn file(mut self, name: &str, content: impl Into<String>) -> Self {
+        self.working_files.push((name.to_owned(), content.into()));
+        self
+    }
+
     /// Adds an in-memory state store named `name`.
-    pub fn memory_store(self, name: &str) -> Self {
+    pub(crate) fn memory_store(self, name: &str) -> Self {
         let yaml = format!(
             "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: state.in-memory\n  version: v1\n"
         );
@@ -75,33 +81,36 @@ impl SidecarBuilder {
     }
 
     /// Sets the Configuration.
-    pub fn config(mut self, yaml: impl Into<String>) -> Self {
+    pub(crate) fn config(mut self, yaml: impl Into<String>) -> Self {
         self.config = Some(yaml.into());
         self
     }
 
-    pub fn app_port(mut self, port: u16) -> Self {
+    pub(crate) fn app_port(mut self, port: u16) -> Self {
         self.options.app_port = Some(port);
         self
     }
 
-    pub fn topology(mut self, topology: &Topology) -> Self {
+    pub(crate) fn topology(mut self, topology: &Topology) -> Self {
         self.topology = topology.clone();
         self
     }
 
-    pub fn options(mut self, change: impl FnOnce(&mut SidecarOptions)) -> Self {
+    pub(crate) fn options(mut self, change: impl FnOnce(&mut SidecarOptions)) -> Self {
         change(&mut self.options);
         self
     }
 
     /// Writes the files and starts the sidecar, returning start-up errors.
-    pub async fn try_start(mut self) -> anyhow::Result<TestSidecar> {
+    pub(crate) async fn try_start(mut self) -> anyhow::Result<TestSidecar> {
         let dir = tempfile::tempdir()?;
         let resources = dir.path().join("resources");
         std::fs::create_dir(&resources)?;
         for (name, yaml) in &self.files {
             std::fs::write(resources.join(name), yaml)?;
+        }
+        for (name, content) in &self.working_files {
+            std::fs::write(dir.path().join(name), content)?;
         }
         if let Some(config) = &self.config {
             let path = dir.path().join("config.yaml");
@@ -115,13 +124,13 @@ impl SidecarBuilder {
         Ok(TestSidecar { sidecar, dir, http })
     }
 
-    pub async fn start(self) -> TestSidecar {
+    pub(crate) async fn start(self) -> TestSidecar {
         self.try_start().await.expect("sidecar starts")
     }
 }
 
 /// Serves `router` on a free port; returns the port.
-pub async fn serve(router: axum::Router) -> u16 {
+pub(crate) async fn serve(router: axum::Router) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("address").port();
     tokio::spawn(async move {
@@ -130,12 +139,12 @@ pub async fn serve(router: axum::Router) -> u16 {
     port
 }
 
-pub fn http() -> reqwest::Client {
+pub(crate) fn http() -> reqwest::Client {
     reqwest::Client::new()
 }
 
 /// Waits until `check` is true, for at most `seconds`.
-pub async fn eventually<F, Fut>(seconds: u64, mut check: F) -> bool
+pub(crate) async fn eventually<F, Fut>(seconds: u64, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -150,19 +159,19 @@ where
     false
 }
 
-pub fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     format!("{prefix}{}", uuid::Uuid::new_v4().simple())
 }
 
 /// A PostgreSQL database created for one test and dropped afterwards.
-pub struct TestDatabase {
-    pub name: String,
+pub(crate) struct TestDatabase {
+    pub(crate) name: String,
 }
 
-pub const POSTGRES: &str = "host=127.0.0.1 port=5432 user=postgres";
+pub(crate) const POSTGRES: &str = "host=127.0.0.1 port=5432 user=postgres";
 
 impl TestDatabase {
-    pub async fn create() -> Self {
+    pub(crate) async fn create() -> Self {
         let name = unique("sidecar_test_");
         let (client, connection) = tokio_postgres::connect(&format!("{POSTGRES} dbname=postgres"), tokio_postgres::NoTls)
             .await
@@ -175,7 +184,7 @@ impl TestDatabase {
         Self { name }
     }
 
-    pub fn connection_string(&self) -> String {
+    pub(crate) fn connection_string(&self) -> String {
         format!("{POSTGRES} dbname={}", self.name)
     }
 }
@@ -204,8 +213,8 @@ impl Drop for TestDatabase {
 }
 
 /// Removes every Redis key under a test's prefix when dropped.
-pub struct RedisKeys {
-    pub prefix: String,
+pub(crate) struct RedisKeys {
+    pub(crate) prefix: String,
 }
 
 impl Drop for RedisKeys {
@@ -237,9 +246,9 @@ impl Drop for RedisKeys {
 }
 
 /// A store built from component YAML, with whatever keeps its data space alive.
-pub struct TestStore {
-    pub store: Arc<dyn StateStore>,
-    pub prefix: String,
+pub(crate) struct TestStore {
+    pub(crate) store: Arc<dyn StateStore>,
+    pub(crate) prefix: String,
     _database: Option<TestDatabase>,
     _redis: Option<RedisKeys>,
     _dir: TempDir,
@@ -281,15 +290,15 @@ fn component(kind: &str, version: &str, metadata: &[(&str, &str)]) -> String {
     yaml
 }
 
-pub async fn memory_store() -> TestStore {
+pub(crate) async fn memory_store() -> TestStore {
     build_store(&component("state.in-memory", "v1", &[]), None, None).await
 }
 
-pub async fn sqlite_store() -> TestStore {
+pub(crate) async fn sqlite_store() -> TestStore {
     build_store(&component("state.sqlite", "v1", &[("connectionString", "state.db")]), None, None).await
 }
 
-pub async fn postgres_store() -> TestStore {
+pub(crate) async fn postgres_store() -> TestStore {
     let database = TestDatabase::create().await;
     let yaml = component(
         "state.postgresql",
@@ -299,20 +308,11 @@ pub async fn postgres_store() -> TestStore {
     build_store(&yaml, Some(database), None).await
 }
 
-pub async fn redis_store() -> TestStore {
+pub(crate) async fn redis_store() -> TestStore {
     let store = build_store(&component("state.redis", "v1", &[("redisHost", "127.0.0.1:6379")]), None, None).await;
     let prefix = store.prefix.clone();
     TestStore {
         _redis: Some(RedisKeys { prefix }),
         ..store
     }
-}
-
-/// Address helper for apps.
-pub fn local(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-pub fn path(dir: &TempDir, name: &str) -> PathBuf {
-    dir.path().join(name)
 }
