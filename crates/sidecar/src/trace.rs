@@ -175,6 +175,24 @@ impl RequestTrace {
         }
     }
 
+    /// Reports the finished span when it is sampled and `tracing.stdout` asks for it, in the
+    /// spirit of daprd's stdout exporter.
+    pub fn finish(&self, name: &str, stdout: bool) {
+        if !(stdout && self.span.sampled) {
+            return;
+        }
+        let elapsed = self.start.elapsed().unwrap_or_default();
+        tracing::info!(
+            target: "dapr.runtime.trace",
+            span = name,
+            trace_id = %self.span.trace_id_hex(),
+            span_id = %self.span.span_id_hex(),
+            parent_span_id = %self.parent.map(|p| p.span_id_hex()).unwrap_or_default(),
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            "span finished"
+        );
+    }
+
     /// Writes this span as `traceparent` (and `tracestate`) into outgoing headers.
     pub fn inject(&self, headers: &mut HeaderMap) {
         if let Ok(value) = http::HeaderValue::from_str(&self.span.to_string()) {

@@ -54,7 +54,9 @@ async fn observe(
         request.headers_mut().remove("dapr-api-token");
     }
     let started = Instant::now();
+    let trace = RequestTrace::from_headers(request.headers(), runtime.sampling_rate());
     let response = next.run(request).await;
+    trace.finish(&method, runtime.configuration.tracing.stdout);
     let status = response
         .headers()
         .get("grpc-status")

@@ -161,6 +161,10 @@ async fn observe(
         trace.inject(response.headers_mut());
     }
     let status = response.status().as_u16();
+    trace.finish(
+        &format!("{method} {path}"),
+        runtime.configuration.tracing.stdout,
+    );
     runtime
         .metrics
         .http_request(&method, &path, status, started.elapsed());

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode};
@@ -62,7 +61,12 @@ async fn call_local(State(runtime): State<Arc<Runtime>>, mut request: Request) -
     // The app sees this sidecar's span as its parent, as with daprd.
     let trace = RequestTrace::from_headers(request.headers(), runtime.sampling_rate());
     trace.inject(request.headers_mut());
-    match runtime.app.send(request).await {
+    let result = runtime.app.send(request).await;
+    trace.finish(
+        &format!("CallLocal/{}/{method}", runtime.app_id),
+        runtime.configuration.tracing.stdout,
+    );
+    match result {
         Ok(response) => strip_response_headers(response),
         Err(error) => sidecar_error(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -71,5 +75,4 @@ async fn call_local(State(runtime): State<Arc<Runtime>>, mut request: Request) -
             error.to_string(),
         )),
     }
-    .map(Body::new)
 }

@@ -292,6 +292,22 @@ pub(crate) fn decode<T: DeserializeOwned>(
     })
 }
 
+/// A YAML scalar read as text, whatever its YAML type (`250`, `"5s"`, `true`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Scalar(pub(crate) String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_yaml_ng::Value::deserialize(deserializer)?;
+        match value {
+            serde_yaml_ng::Value::Sequence(_) | serde_yaml_ng::Value::Mapping(_) => {
+                Err(serde::de::Error::custom("expected a single value"))
+            }
+            other => Ok(Self(yaml_to_string(&other))),
+        }
+    }
+}
+
 /// Renders a YAML scalar (or structure) as the string Dapr hands to components: strings as they
 /// are, numbers and booleans in their plain form, anything else as JSON.
 pub(crate) fn yaml_to_string(value: &serde_yaml_ng::Value) -> String {

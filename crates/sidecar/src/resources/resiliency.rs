@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ObjectMeta, ResourceError, decode, duration};
+use super::{ObjectMeta, ResourceError, Scalar, decode, duration};
 
 /// A parsed `Resiliency` document with its named policies resolved into each target.
 #[derive(Debug, Clone, Default)]
@@ -164,7 +164,7 @@ struct SpecDoc {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct PoliciesDoc {
     #[serde(default)]
-    timeouts: BTreeMap<String, String>,
+    timeouts: BTreeMap<String, Scalar>,
     #[serde(default)]
     retries: BTreeMap<String, RetryDoc>,
     #[serde(default)]
@@ -177,9 +177,9 @@ struct RetryDoc {
     #[serde(default)]
     policy: Option<String>,
     #[serde(default)]
-    duration: Option<String>,
+    duration: Option<Scalar>,
     #[serde(default)]
-    max_interval: Option<String>,
+    max_interval: Option<Scalar>,
     #[serde(default)]
     max_retries: Option<i64>,
     #[serde(default)]
@@ -201,9 +201,9 @@ struct CircuitBreakerDoc {
     #[serde(default)]
     max_requests: Option<u32>,
     #[serde(default)]
-    interval: Option<String>,
+    interval: Option<Scalar>,
     #[serde(default)]
-    timeout: Option<String>,
+    timeout: Option<Scalar>,
     #[serde(default)]
     trip: Option<String>,
 }
@@ -243,6 +243,15 @@ struct ComponentTargetDoc {
     inbound: TargetDoc,
 }
 
+/// A policy duration: a Go duration, or as daprd's config decoder reads it, a bare number of
+/// milliseconds.
+fn policy_duration(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<u64>() {
+        Ok(millis) => Ok(Duration::from_millis(millis)),
+        Err(_) => duration::parse(text),
+    }
+}
+
 impl Resiliency {
     pub(crate) fn parse(file: &Path, value: serde_yaml_ng::Value) -> Result<Self, ResourceError> {
         let doc: ResiliencyDoc = decode(file, "Resiliency", value)?;
@@ -256,7 +265,7 @@ impl Resiliency {
 
         let mut timeouts = BTreeMap::new();
         for (key, text) in &policies.timeouts {
-            let parsed = duration::parse(text)
+            let parsed = policy_duration(&text.0)
                 .map_err(|e| error(format!("spec.policies.timeouts.{key}"), e))?;
             timeouts.insert(key.clone(), parsed);
         }
@@ -264,8 +273,8 @@ impl Resiliency {
         let mut retries = BTreeMap::new();
         for (key, retry) in &policies.retries {
             let field = |f: &str| format!("spec.policies.retries.{key}.{f}");
-            let parse_duration = |f: &str, text: &Option<String>, default: Duration| match text {
-                Some(t) => duration::parse(t).map_err(|e| error(field(f), e)),
+            let parse_duration = |f: &str, text: &Option<Scalar>, default: Duration| match text {
+                Some(t) => policy_duration(&t.0).map_err(|e| error(field(f), e)),
                 None => Ok(default),
             };
             let backoff = match retry.policy.as_deref().unwrap_or("constant") {
@@ -327,8 +336,8 @@ impl Resiliency {
         let mut breakers = BTreeMap::new();
         for (key, cb) in &policies.circuit_breakers {
             let field = |f: &str| format!("spec.policies.circuitBreakers.{key}.{f}");
-            let parse_duration = |f: &str, text: &Option<String>, default: Duration| match text {
-                Some(t) => duration::parse(t).map_err(|e| error(field(f), e)),
+            let parse_duration = |f: &str, text: &Option<Scalar>, default: Duration| match text {
+                Some(t) => policy_duration(&t.0).map_err(|e| error(field(f), e)),
                 None => Ok(default),
             };
             let trip = cb
@@ -357,7 +366,7 @@ impl Resiliency {
                     Some(key) => Some(match timeouts.get(key) {
                         Some(t) => *t,
                         // Dapr also accepts a duration written in place of a policy name.
-                        None => duration::parse(key).map_err(|_| {
+                        None => policy_duration(key).map_err(|_| {
                             error(
                                 format!("{field}.timeout"),
                                 format!("no timeout policy named {key:?}"),
@@ -466,6 +475,15 @@ spec:
                 .as_ref()
                 .and_then(|r| r.max_retries),
             None
+        );
+    }
+
+    #[test]
+    fn bare_numbers_in_policies_are_milliseconds() {
+        let r = parse(&DOC.replace("fast: 2s", "fast: 250")).expect("valid resiliency");
+        assert_eq!(
+            r.apps["inventory"].timeout,
+            Some(Duration::from_millis(250))
         );
     }
 

@@ -27,9 +27,16 @@ fn echo_app() -> Router {
         let headers: serde_json::Map<String, Value> = request
             .headers()
             .iter()
-            .map(|(k, v)| (k.to_string(), Value::String(v.to_str().unwrap_or("").to_owned())))
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    Value::String(v.to_str().unwrap_or("").to_owned()),
+                )
+            })
             .collect();
-        let body = axum::body::to_bytes(request.into_body(), usize::MAX).await.unwrap_or_default();
+        let body = axum::body::to_bytes(request.into_body(), usize::MAX)
+            .await
+            .unwrap_or_default();
         (
             [("x-app-header", "from-app")],
             axum::Json(json!({
@@ -46,7 +53,11 @@ fn echo_app() -> Router {
 async fn pair(app: Router) -> (TestSidecar, TestSidecar) {
     let topology = Topology::in_process();
     let port = serve(app).await;
-    let target = sidecar("target").topology(&topology).app_port(port).start().await;
+    let target = sidecar("target")
+        .topology(&topology)
+        .app_port(port)
+        .start()
+        .await;
     let caller = sidecar("caller").topology(&topology).start().await;
     (caller, target)
 }
@@ -76,10 +87,21 @@ async fn the_target_app_gets_the_request_with_daprs_headers() {
     assert_eq!(headers["dapr-caller-app-id"], "caller");
     assert_eq!(headers["dapr-callee-app-id"], "target");
     assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
-    assert!(headers.get("x-private").is_none(), "hop-by-hop headers are dropped");
-    let forwarded = headers["traceparent"].as_str().expect("traceparent reaches the app");
-    assert!(forwarded.starts_with("00-0af7651916cd43dd8448eb211c80319c-"), "same trace: {forwarded}");
-    assert_ne!(forwarded, traceparent, "the app's parent is the sidecar's span");
+    assert!(
+        headers.get("x-private").is_none(),
+        "hop-by-hop headers are dropped"
+    );
+    let forwarded = headers["traceparent"]
+        .as_str()
+        .expect("traceparent reaches the app");
+    assert!(
+        forwarded.starts_with("00-0af7651916cd43dd8448eb211c80319c-"),
+        "same trace: {forwarded}"
+    );
+    assert_ne!(
+        forwarded, traceparent,
+        "the app's parent is the sidecar's span"
+    );
 }
 
 #[tokio::test]
@@ -116,20 +138,43 @@ async fn an_app_invoking_itself_reaches_its_own_app_without_caller_headers() {
 #[tokio::test]
 async fn an_unknown_app_is_a_direct_invoke_error() {
     let (caller, _target) = pair(echo_app()).await;
-    let response = http().get(caller.url("/v1.0/invoke/nobody/method/x")).send().await.expect("invoke");
+    let response = http()
+        .get(caller.url("/v1.0/invoke/nobody/method/x"))
+        .send()
+        .await
+        .expect("invoke");
     assert_eq!(response.status(), 500);
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["errorCode"], "ERR_DIRECT_INVOKE");
-    assert!(body["message"].as_str().unwrap_or("").contains("nobody"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap_or("").contains("nobody"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
 async fn app_errors_and_redirects_come_back_unchanged() {
     let app = Router::new()
-        .route("/teapot", get(|| async { (StatusCode::IM_A_TEAPOT, [("x-reason", "tea")], "short and stout") }))
-        .route("/moved", get(|| async { (StatusCode::FOUND, [("location", "/elsewhere")]) }));
+        .route(
+            "/teapot",
+            get(|| async {
+                (
+                    StatusCode::IM_A_TEAPOT,
+                    [("x-reason", "tea")],
+                    "short and stout",
+                )
+            }),
+        )
+        .route(
+            "/moved",
+            get(|| async { (StatusCode::FOUND, [("location", "/elsewhere")]) }),
+        );
     let (caller, _target) = pair(app).await;
-    let response = http().get(caller.url("/v1.0/invoke/target/method/teapot")).send().await.expect("invoke");
+    let response = http()
+        .get(caller.url("/v1.0/invoke/target/method/teapot"))
+        .send()
+        .await
+        .expect("invoke");
     assert_eq!(response.status(), 418);
     assert_eq!(response.headers()["x-reason"], "tea");
     assert_eq!(response.text().await.expect("body"), "short and stout");
@@ -137,7 +182,11 @@ async fn app_errors_and_redirects_come_back_unchanged() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");
-    let response = no_redirects.get(caller.url("/v1.0/invoke/target/method/moved")).send().await.expect("invoke");
+    let response = no_redirects
+        .get(caller.url("/v1.0/invoke/target/method/moved"))
+        .send()
+        .await
+        .expect("invoke");
     assert_eq!(response.status(), 302);
     assert_eq!(response.headers()["location"], "/elsewhere");
 }
@@ -163,7 +212,10 @@ async fn server_sent_events_reach_the_caller_one_by_one() {
                         }
                     }
                 });
-                ([("content-type", "text/event-stream")], Body::from_stream(stream))
+                (
+                    [("content-type", "text/event-stream")],
+                    Body::from_stream(stream),
+                )
             }),
         )
         .with_state(release.clone());
@@ -196,15 +248,17 @@ async fn a_streamed_request_body_reaches_the_app_before_it_ends() {
     let app = Router::new()
         .route(
             "/upload",
-            axum::routing::post(|State(first_seen): State<Arc<Notify>>, request: Request| async move {
-                let mut body = request.into_body().into_data_stream();
-                let mut received = Vec::new();
-                while let Some(chunk) = body.next().await {
-                    received.extend_from_slice(&chunk.expect("chunk"));
-                    first_seen.notify_one();
-                }
-                String::from_utf8_lossy(&received).into_owned()
-            }),
+            axum::routing::post(
+                |State(first_seen): State<Arc<Notify>>, request: Request| async move {
+                    let mut body = request.into_body().into_data_stream();
+                    let mut received = Vec::new();
+                    while let Some(chunk) = body.next().await {
+                        received.extend_from_slice(&chunk.expect("chunk"));
+                        first_seen.notify_one();
+                    }
+                    String::from_utf8_lossy(&received).into_owned()
+                },
+            ),
         )
         .with_state(first_seen.clone());
     let (caller, _target) = pair(app).await;
@@ -292,7 +346,11 @@ spec:
 async fn resilient_pair(app: Router, target: &str) -> (TestSidecar, TestSidecar) {
     let topology = Topology::in_process();
     let port = serve(app).await;
-    let target = sidecar(target).topology(&topology).app_port(port).start().await;
+    let target = sidecar(target)
+        .topology(&topology)
+        .app_port(port)
+        .start()
+        .await;
     let caller = sidecar("caller")
         .topology(&topology)
         .resource("resiliency.yaml", RESILIENCY)
@@ -304,7 +362,11 @@ async fn resilient_pair(app: Router, target: &str) -> (TestSidecar, TestSidecar)
 #[tokio::test]
 async fn matching_failures_are_retried_until_the_app_recovers() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let (caller, _target) = resilient_pair(flaky_app(2, StatusCode::SERVICE_UNAVAILABLE, calls.clone()), "target").await;
+    let (caller, _target) = resilient_pair(
+        flaky_app(2, StatusCode::SERVICE_UNAVAILABLE, calls.clone()),
+        "target",
+    )
+    .await;
     let response = http()
         .post(caller.url("/v1.0/invoke/target/method/flaky"))
         .body("same body every time")
@@ -318,20 +380,44 @@ async fn matching_failures_are_retried_until_the_app_recovers() {
 #[tokio::test]
 async fn failures_outside_the_matching_codes_are_not_retried() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let (caller, _target) = resilient_pair(flaky_app(5, StatusCode::INTERNAL_SERVER_ERROR, calls.clone()), "target").await;
-    let response = http().get(caller.url("/v1.0/invoke/target/method/flaky")).send().await.expect("invoke");
+    let (caller, _target) = resilient_pair(
+        flaky_app(5, StatusCode::INTERNAL_SERVER_ERROR, calls.clone()),
+        "target",
+    )
+    .await;
+    let response = http()
+        .get(caller.url("/v1.0/invoke/target/method/flaky"))
+        .send()
+        .await
+        .expect("invoke");
     assert_eq!(response.status(), 500);
-    assert_eq!(response.text().await.expect("body"), "not yet", "the app's own answer comes back");
+    assert_eq!(
+        response.text().await.expect("body"),
+        "not yet",
+        "the app's own answer comes back"
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
 async fn retries_give_up_after_max_retries_with_the_last_answer() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let (caller, _target) = resilient_pair(flaky_app(10, StatusCode::SERVICE_UNAVAILABLE, calls.clone()), "target").await;
-    let response = http().get(caller.url("/v1.0/invoke/target/method/flaky")).send().await.expect("invoke");
+    let (caller, _target) = resilient_pair(
+        flaky_app(10, StatusCode::SERVICE_UNAVAILABLE, calls.clone()),
+        "target",
+    )
+    .await;
+    let response = http()
+        .get(caller.url("/v1.0/invoke/target/method/flaky"))
+        .send()
+        .await
+        .expect("invoke");
     assert_eq!(response.status(), 503);
-    assert_eq!(calls.load(Ordering::SeqCst), 4, "one attempt and three retries");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        4,
+        "one attempt and three retries"
+    );
 }
 
 #[tokio::test]
@@ -339,26 +425,51 @@ async fn a_timeout_policy_cuts_a_slow_call_short() {
     let calls = Arc::new(AtomicUsize::new(0));
     let (caller, _target) = resilient_pair(flaky_app(0, StatusCode::OK, calls), "target").await;
     let started = std::time::Instant::now();
-    let response = http().get(caller.url("/v1.0/invoke/target/method/slow")).send().await.expect("invoke");
+    let response = http()
+        .get(caller.url("/v1.0/invoke/target/method/slow"))
+        .send()
+        .await
+        .expect("invoke");
     assert_eq!(response.status(), 500);
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["errorCode"], "ERR_DIRECT_INVOKE");
-    assert!(body["message"].as_str().unwrap_or("").contains("deadline"), "{body}");
-    assert!(started.elapsed() < Duration::from_millis(1900), "{:?}", started.elapsed());
+    assert!(
+        body["message"].as_str().unwrap_or("").contains("deadline"),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1900),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
 async fn the_circuit_breaker_opens_after_failures_and_closes_after_its_timeout() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let (caller, _target) = resilient_pair(flaky_app(2, StatusCode::INTERNAL_SERVER_ERROR, calls.clone()), "brittle").await;
+    let (caller, _target) = resilient_pair(
+        flaky_app(2, StatusCode::INTERNAL_SERVER_ERROR, calls.clone()),
+        "brittle",
+    )
+    .await;
     let url = caller.url("/v1.0/invoke/brittle/method/flaky");
     for _ in 0..2 {
         assert_eq!(http().get(&url).send().await.expect("invoke").status(), 500);
     }
     let rejected = http().get(&url).send().await.expect("invoke");
     let body: Value = rejected.json().await.expect("json");
-    assert!(body["message"].as_str().unwrap_or("").contains("circuit breaker is open"), "{body}");
-    assert_eq!(calls.load(Ordering::SeqCst), 2, "an open breaker does not reach the app");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("circuit breaker is open"),
+        "{body}"
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "an open breaker does not reach the app"
+    );
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(http().get(&url).send().await.expect("invoke").status(), 200);
 }
@@ -386,22 +497,52 @@ spec:
 async fn access_control_lets_through_only_what_the_policy_allows() {
     let topology = Topology::in_process();
     let port = serve(echo_app()).await;
-    let _target = sidecar("target").topology(&topology).app_port(port).config(ACL).start().await;
+    let _target = sidecar("target")
+        .topology(&topology)
+        .app_port(port)
+        .config(ACL)
+        .start()
+        .await;
     let caller = sidecar("caller").topology(&topology).start().await;
     let stranger = sidecar("stranger").topology(&topology).start().await;
 
-    let allowed = http().get(caller.url("/v1.0/invoke/target/method/allowed/1")).send().await.expect("invoke");
+    let allowed = http()
+        .get(caller.url("/v1.0/invoke/target/method/allowed/1"))
+        .send()
+        .await
+        .expect("invoke");
     assert_eq!(allowed.status(), 200);
     for (sidecar, method, path) in [
-        (&caller, reqwest::Method::POST, "/v1.0/invoke/target/method/allowed/1"),
-        (&caller, reqwest::Method::GET, "/v1.0/invoke/target/method/secret"),
-        (&stranger, reqwest::Method::GET, "/v1.0/invoke/target/method/allowed/1"),
+        (
+            &caller,
+            reqwest::Method::POST,
+            "/v1.0/invoke/target/method/allowed/1",
+        ),
+        (
+            &caller,
+            reqwest::Method::GET,
+            "/v1.0/invoke/target/method/secret",
+        ),
+        (
+            &stranger,
+            reqwest::Method::GET,
+            "/v1.0/invoke/target/method/allowed/1",
+        ),
     ] {
-        let denied = http().request(method, sidecar.url(path)).send().await.expect("invoke");
+        let denied = http()
+            .request(method, sidecar.url(path))
+            .send()
+            .await
+            .expect("invoke");
         assert_eq!(denied.status(), 403, "{path}");
         let body: Value = denied.json().await.expect("json");
         assert_eq!(body["errorCode"], "ERR_DIRECT_INVOKE");
-        assert!(body["message"].as_str().unwrap_or("").contains("access control policy has denied access"));
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("access control policy has denied access")
+        );
     }
 }
 
@@ -424,7 +565,12 @@ async fn api_tokens_guard_the_api_and_are_sent_to_the_app() {
     let refused = http().get(&url).send().await.expect("invoke");
     assert_eq!(refused.status(), 401);
     assert_eq!(refused.text().await.expect("body"), "invalid api token\n");
-    let wrong = http().get(&url).header("dapr-api-token", "guess").send().await.expect("invoke");
+    let wrong = http()
+        .get(&url)
+        .header("dapr-api-token", "guess")
+        .send()
+        .await
+        .expect("invoke");
     assert_eq!(wrong.status(), 401);
     let seen: Value = http()
         .get(&url)
@@ -435,10 +581,21 @@ async fn api_tokens_guard_the_api_and_are_sent_to_the_app() {
         .json()
         .await
         .expect("json");
-    assert_eq!(seen["headers"]["dapr-api-token"], "app-secret", "the app gets APP_API_TOKEN, never the caller's token");
-    let health = http().get(caller.url("/v1.0/healthz")).send().await.expect("healthz");
+    assert_eq!(
+        seen["headers"]["dapr-api-token"], "app-secret",
+        "the app gets APP_API_TOKEN, never the caller's token"
+    );
+    let health = http()
+        .get(caller.url("/v1.0/healthz"))
+        .send()
+        .await
+        .expect("healthz");
     assert_eq!(health.status(), 204, "health checks need no token");
-    let metadata = http().get(caller.url("/v1.0/metadata")).send().await.expect("metadata");
+    let metadata = http()
+        .get(caller.url("/v1.0/metadata"))
+        .send()
+        .await
+        .expect("metadata");
     assert_eq!(metadata.status(), 401);
 }
 
@@ -468,7 +625,11 @@ async fn the_concurrency_limit_holds_calls_back() {
         .start()
         .await;
     let caller = sidecar("caller").topology(&topology).start().await;
-    let calls = (0..5).map(|_| http().get(caller.url("/v1.0/invoke/target/method/work")).send());
+    let calls = (0..5).map(|_| {
+        http()
+            .get(caller.url("/v1.0/invoke/target/method/work"))
+            .send()
+    });
     for response in futures::future::join_all(calls).await {
         assert_eq!(response.expect("invoke").status(), 200);
     }
@@ -513,7 +674,14 @@ async fn sidecars_in_other_processes_are_found_through_sqlite_name_resolution() 
     let app_id = unique("remote");
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sidecar"))
         .args(["--app-id", &app_id, "--app-port", &app_port.to_string()])
-        .args(["--dapr-http-port", "0", "--dapr-grpc-port", "0", "--enable-metrics", "false"])
+        .args([
+            "--dapr-http-port",
+            "0",
+            "--dapr-grpc-port",
+            "0",
+            "--enable-metrics",
+            "false",
+        ])
         .arg("--config")
         .arg(&config)
         .kill_on_drop(true)
@@ -531,7 +699,14 @@ async fn sidecars_in_other_processes_are_found_through_sqlite_name_resolution() 
     })
     .await;
     assert!(reached, "the other process's sidecar is found and invoked");
-    let seen: Value = http().get(&url).send().await.expect("invoke").json().await.expect("json");
+    let seen: Value = http()
+        .get(&url)
+        .send()
+        .await
+        .expect("invoke")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(seen["headers"]["dapr-caller-app-id"], "caller");
     child.kill().await.expect("stop the child");
 }
@@ -546,5 +721,11 @@ async fn a_bad_body_on_the_caller_side_never_reaches_the_app() {
         .expect("invoke");
     assert_eq!(response.status(), 500);
     let body: Value = response.json().await.expect("json");
-    assert!(body["message"].as_str().unwrap_or("").contains("invalid method"), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("invalid method"),
+        "{body}"
+    );
 }

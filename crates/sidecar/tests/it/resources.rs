@@ -10,19 +10,29 @@ async fn start_error(file: &str, yaml: &str) -> String {
 }
 
 fn component(spec: &str) -> String {
-    format!("apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: statestore\nspec:\n{spec}")
+    format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: statestore\nspec:\n{spec}"
+    )
 }
 
 #[tokio::test]
 async fn invalid_yaml_names_the_file() {
-    let error = start_error("broken.yaml", "apiVersion: dapr.io/v1alpha1\nkind: [Component\n").await;
+    let error = start_error(
+        "broken.yaml",
+        "apiVersion: dapr.io/v1alpha1\nkind: [Component\n",
+    )
+    .await;
     assert!(error.contains("broken.yaml"), "{error}");
     assert!(error.contains("invalid YAML"), "{error}");
 }
 
 #[tokio::test]
 async fn an_unknown_component_type_names_the_resource_and_field() {
-    let error = start_error("state.yaml", &component("  type: state.cassandra\n  version: v1\n")).await;
+    let error = start_error(
+        "state.yaml",
+        &component("  type: state.cassandra\n  version: v1\n"),
+    )
+    .await;
     assert!(error.contains("state.yaml"), "{error}");
     assert!(error.contains("Component/statestore"), "{error}");
     assert!(error.contains("spec.type"), "{error}");
@@ -31,7 +41,11 @@ async fn an_unknown_component_type_names_the_resource_and_field() {
 
 #[tokio::test]
 async fn a_missing_required_metadata_field_is_named() {
-    let error = start_error("state.yaml", &component("  type: state.sqlite\n  version: v1\n  metadata: []\n")).await;
+    let error = start_error(
+        "state.yaml",
+        &component("  type: state.sqlite\n  version: v1\n  metadata: []\n"),
+    )
+    .await;
     assert!(error.contains("Component/statestore"), "{error}");
     assert!(error.contains("spec.metadata.connectionString"), "{error}");
     assert!(error.contains("required"), "{error}");
@@ -39,7 +53,11 @@ async fn a_missing_required_metadata_field_is_named() {
 
 #[tokio::test]
 async fn a_field_of_the_wrong_type_is_named() {
-    let error = start_error("state.yaml", &component("  type: state.in-memory\n  version: v1\n  metadata: {a: 1}\n")).await;
+    let error = start_error(
+        "state.yaml",
+        &component("  type: state.in-memory\n  version: v1\n  metadata: {a: 1}\n"),
+    )
+    .await;
     assert!(error.contains("spec.metadata"), "{error}");
 }
 
@@ -77,7 +95,10 @@ async fn two_components_with_one_name_are_refused() {
         .try_start()
         .await;
     let error = format!("{:#}", result.err().expect("duplicate names are refused"));
-    assert!(error.contains("b.yaml") && error.contains("a.yaml"), "{error}");
+    assert!(
+        error.contains("b.yaml") && error.contains("a.yaml"),
+        "{error}"
+    );
     assert!(error.contains("metadata.name"), "{error}");
 }
 
@@ -87,8 +108,14 @@ async fn an_unreachable_store_fails_start_up_unless_errors_are_ignored() {
     let error = start_error("cache.yaml", &component(unreachable)).await;
     assert!(error.contains("Component/statestore"), "{error}");
     let tolerant = component(&format!("{unreachable}  ignoreErrors: true\n"));
-    let started = sidecar("orders").resource("cache.yaml", tolerant).try_start().await;
-    assert!(started.is_ok(), "ignoreErrors lets the sidecar start without the component");
+    let started = sidecar("orders")
+        .resource("cache.yaml", tolerant)
+        .try_start()
+        .await;
+    assert!(
+        started.is_ok(),
+        "ignoreErrors lets the sidecar start without the component"
+    );
 }
 
 #[tokio::test]
@@ -97,8 +124,14 @@ async fn resources_scoped_to_other_apps_and_other_documents_are_skipped() {
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: unrelated}}\n---\n{}scopes: [inventory]\n---\n",
         component("  type: state.cassandra\n  version: v1\n")
     );
-    let started = sidecar("orders").resource("mixed.yaml", yaml).try_start().await;
-    assert!(started.is_ok(), "the unknown type is scoped to another app and never loaded");
+    let started = sidecar("orders")
+        .resource("mixed.yaml", yaml)
+        .try_start()
+        .await;
+    assert!(
+        started.is_ok(),
+        "the unknown type is scoped to another app and never loaded"
+    );
 }
 
 #[tokio::test]

@@ -4,7 +4,8 @@ use serde_json::{Value, json};
 
 use crate::support::{TestSidecar, http, sidecar};
 
-const SECRETS: &str = r#"{"db": {"user": "shop", "password": "s3cret"}, "api-key": "k-123", "port": 5432}"#;
+const SECRETS: &str =
+    r#"{"db": {"user": "shop", "password": "s3cret"}, "api-key": "k-123", "port": 5432}"#;
 
 fn file_store(name: &str, extra: &str) -> String {
     format!(
@@ -16,7 +17,10 @@ async fn with_secrets(config: Option<&str>) -> TestSidecar {
     let mut builder = sidecar("orders")
         .file("secrets.json", SECRETS)
         .resource("flat.yaml", file_store("flat", ""))
-        .resource("multi.yaml", file_store("multi", "  - name: multiValued\n    value: \"true\"\n"));
+        .resource(
+            "multi.yaml",
+            file_store("multi", "  - name: multiValued\n    value: \"true\"\n"),
+        );
     if let Some(config) = config {
         builder = builder.config(config);
     }
@@ -32,8 +36,14 @@ async fn get(sidecar: &TestSidecar, path: &str) -> (u16, Value) {
 #[tokio::test]
 async fn nested_secrets_are_flattened_or_grouped() {
     let sidecar = with_secrets(None).await;
-    assert_eq!(get(&sidecar, "/v1.0/secrets/flat/db:user").await, (200, json!({"db:user": "shop"})));
-    assert_eq!(get(&sidecar, "/v1.0/secrets/flat/port").await, (200, json!({"port": "5432"})));
+    assert_eq!(
+        get(&sidecar, "/v1.0/secrets/flat/db:user").await,
+        (200, json!({"db:user": "shop"}))
+    );
+    assert_eq!(
+        get(&sidecar, "/v1.0/secrets/flat/port").await,
+        (200, json!({"port": "5432"}))
+    );
     assert_eq!(
         get(&sidecar, "/v1.0/secrets/multi/db").await,
         (200, json!({"user": "shop", "password": "s3cret"}))
@@ -87,9 +97,18 @@ async fn secrets_are_read_over_grpc_with_the_same_scopes() {
     let sidecar = with_secrets(Some(SCOPED)).await;
     let mut client = sidecar.client().await;
     let secret = client.get_secret("flat", "api-key").await.expect("allowed");
-    assert_eq!(secret.data.get("api-key").map(String::as_str), Some("k-123"));
-    let denied = client.get_secret("flat", "db:password").await.expect_err("denied");
-    assert!(format!("{denied:?}").contains("PermissionDenied"), "{denied:?}");
+    assert_eq!(
+        secret.data.get("api-key").map(String::as_str),
+        Some("k-123")
+    );
+    let denied = client
+        .get_secret("flat", "db:password")
+        .await
+        .expect_err("denied");
+    assert!(
+        format!("{denied:?}").contains("PermissionDenied"),
+        "{denied:?}"
+    );
     let bulk = client.get_bulk_secret("multi", None).await.expect("bulk");
     assert_eq!(bulk.data.keys().collect::<Vec<_>>(), vec!["api-key"]);
 }

@@ -29,17 +29,29 @@ async fn error_body(response: reqwest::Response) -> Value {
 #[tokio::test]
 async fn a_saved_value_is_read_back_with_its_etag_and_a_missing_key_is_204() {
     let sidecar = with_store().await;
-    let response = save(&sidecar, json!([{"key": "order-1", "value": {"total": 42, "items": ["a"]}}])).await;
+    let response = save(
+        &sidecar,
+        json!([{"key": "order-1", "value": {"total": 42, "items": ["a"]}}]),
+    )
+    .await;
     assert_eq!(response.status(), 204);
 
-    let response = http().get(sidecar.url("/v1.0/state/statestore/order-1")).send().await.expect("get");
+    let response = http()
+        .get(sidecar.url("/v1.0/state/statestore/order-1"))
+        .send()
+        .await
+        .expect("get");
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "application/json");
     assert!(response.headers().contains_key("etag"));
     let body: Value = response.json().await.expect("json");
     assert_eq!(body, json!({"items": ["a"], "total": 42}));
 
-    let missing = http().get(sidecar.url("/v1.0/state/statestore/none")).send().await.expect("get");
+    let missing = http()
+        .get(sidecar.url("/v1.0/state/statestore/none"))
+        .send()
+        .await
+        .expect("get");
     assert_eq!(missing.status(), 204);
     assert!(missing.bytes().await.expect("body").is_empty());
 }
@@ -75,8 +87,11 @@ async fn keys_are_stored_with_the_prefix_the_component_asks_for() {
             .await
             .expect("save");
         assert_eq!(response.status(), 204);
-        let db = rusqlite::Connection::open(sidecar.dir.path().join(format!("{store}.db"))).expect("open db");
-        let key: String = db.query_row("SELECT key FROM state", [], |row| row.get(0)).expect("one row");
+        let db = rusqlite::Connection::open(sidecar.dir.path().join(format!("{store}.db")))
+            .expect("open db");
+        let key: String = db
+            .query_row("SELECT key FROM state", [], |row| row.get(0))
+            .expect("one row");
         assert_eq!(key, expected, "{store}");
     }
 }
@@ -94,7 +109,12 @@ async fn a_stale_etag_is_409_and_a_malformed_body_is_400() {
         .to_str()
         .expect("ascii")
         .to_owned();
-    assert_eq!(save(&sidecar, json!([{"key": "k", "value": 2, "etag": etag}])).await.status(), 204);
+    assert_eq!(
+        save(&sidecar, json!([{"key": "k", "value": 2, "etag": etag}]))
+            .await
+            .status(),
+        204
+    );
     let stale = save(&sidecar, json!([{"key": "k", "value": 3, "etag": etag}])).await;
     assert_eq!(stale.status(), 409);
     assert_eq!(error_body(stale).await["errorCode"], "ERR_STATE_SAVE");
@@ -106,7 +126,10 @@ async fn a_stale_etag_is_409_and_a_malformed_body_is_400() {
         .await
         .expect("post");
     assert_eq!(malformed.status(), 400);
-    assert_eq!(error_body(malformed).await["errorCode"], "ERR_MALFORMED_REQUEST");
+    assert_eq!(
+        error_body(malformed).await["errorCode"],
+        "ERR_MALFORMED_REQUEST"
+    );
 
     let no_key = save(&sidecar, json!([{"value": 1}])).await;
     assert_eq!(no_key.status(), 400);
@@ -127,14 +150,22 @@ async fn first_write_refuses_to_overwrite_and_delete_honours_if_match() {
         .expect("delete");
     assert_eq!(stale.status(), 409);
     assert_eq!(error_body(stale).await["errorCode"], "ERR_STATE_DELETE");
-    let deleted = http().delete(sidecar.url("/v1.0/state/statestore/k")).send().await.expect("delete");
+    let deleted = http()
+        .delete(sidecar.url("/v1.0/state/statestore/k"))
+        .send()
+        .await
+        .expect("delete");
     assert_eq!(deleted.status(), 204);
 }
 
 #[tokio::test]
 async fn unknown_stores_and_illegal_keys_get_daprs_errors() {
     let sidecar = with_store().await;
-    let response = http().get(sidecar.url("/v1.0/state/nope/k")).send().await.expect("get");
+    let response = http()
+        .get(sidecar.url("/v1.0/state/nope/k"))
+        .send()
+        .await
+        .expect("get");
     assert_eq!(response.status(), 400);
     let body = error_body(response).await;
     assert_eq!(body["errorCode"], "ERR_STATE_STORE_NOT_FOUND");
@@ -143,40 +174,78 @@ async fn unknown_stores_and_illegal_keys_get_daprs_errors() {
 
     let illegal = save(&sidecar, json!([{"key": "a||b", "value": 1}])).await;
     assert_eq!(illegal.status(), 400);
-    assert_eq!(error_body(illegal).await["errorCode"], "ERR_MALFORMED_REQUEST");
+    assert_eq!(
+        error_body(illegal).await["errorCode"],
+        "ERR_MALFORMED_REQUEST"
+    );
 
-    let none = sidecar::Sidecar::start(sidecar::SidecarOptions::new("bare"), &sidecar::Topology::in_process())
-        .await
-        .expect("starts");
+    let none = sidecar::Sidecar::start(
+        sidecar::SidecarOptions::new("bare"),
+        &sidecar::Topology::in_process(),
+    )
+    .await
+    .expect("starts");
     let response = http()
-        .get(format!("http://127.0.0.1:{}/v1.0/state/any/k", none.http_port()))
+        .get(format!(
+            "http://127.0.0.1:{}/v1.0/state/any/k",
+            none.http_port()
+        ))
         .send()
         .await
         .expect("get");
     assert_eq!(response.status(), 500);
-    assert_eq!(error_body(response).await["errorCode"], "ERR_STATE_STORE_NOT_CONFIGURED");
+    assert_eq!(
+        error_body(response).await["errorCode"],
+        "ERR_STATE_STORE_NOT_CONFIGURED"
+    );
 }
 
 #[tokio::test]
 async fn ttl_is_reported_and_enforced() {
     let sidecar = with_store().await;
-    let response = save(&sidecar, json!([{"key": "k", "value": 1, "metadata": {"ttlInSeconds": "1"}}])).await;
+    let response = save(
+        &sidecar,
+        json!([{"key": "k", "value": 1, "metadata": {"ttlInSeconds": "1"}}]),
+    )
+    .await;
     assert_eq!(response.status(), 204);
-    let response = http().get(sidecar.url("/v1.0/state/statestore/k")).send().await.expect("get");
-    let expiry = response.headers()["metadata.ttlexpiretime"].to_str().expect("ascii").to_owned();
-    assert!(chrono::DateTime::parse_from_rfc3339(&expiry).is_ok(), "{expiry}");
+    let response = http()
+        .get(sidecar.url("/v1.0/state/statestore/k"))
+        .send()
+        .await
+        .expect("get");
+    let expiry = response.headers()["metadata.ttlexpiretime"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(&expiry).is_ok(),
+        "{expiry}"
+    );
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
-    let response = http().get(sidecar.url("/v1.0/state/statestore/k")).send().await.expect("get");
+    let response = http()
+        .get(sidecar.url("/v1.0/state/statestore/k"))
+        .send()
+        .await
+        .expect("get");
     assert_eq!(response.status(), 204);
 
-    let bad = save(&sidecar, json!([{"key": "k", "value": 1, "metadata": {"ttlInSeconds": "soon"}}])).await;
+    let bad = save(
+        &sidecar,
+        json!([{"key": "k", "value": 1, "metadata": {"ttlInSeconds": "soon"}}]),
+    )
+    .await;
     assert_eq!(bad.status(), 400);
 }
 
 #[tokio::test]
 async fn bulk_get_returns_data_etag_and_the_unprefixed_key() {
     let sidecar = with_store().await;
-    save(&sidecar, json!([{"key": "a", "value": {"n": 1}}, {"key": "b", "value": "two"}])).await;
+    save(
+        &sidecar,
+        json!([{"key": "a", "value": {"n": 1}}, {"key": "b", "value": "two"}]),
+    )
+    .await;
     let response = http()
         .post(sidecar.url("/v1.0/state/statestore/bulk"))
         .json(&json!({"keys": ["a", "missing", "b"], "parallelism": 2}))
@@ -206,7 +275,11 @@ async fn a_transaction_is_all_or_nothing_and_its_failures_are_500() {
         .await
         .expect("transaction");
     assert_eq!(response.status(), 204);
-    let gone = http().get(sidecar.url("/v1.0/state/statestore/gone")).send().await.expect("get");
+    let gone = http()
+        .get(sidecar.url("/v1.0/state/statestore/gone"))
+        .send()
+        .await
+        .expect("get");
     assert_eq!(gone.status(), 204);
 
     let failing = http()
@@ -219,9 +292,20 @@ async fn a_transaction_is_all_or_nothing_and_its_failures_are_500() {
         .await
         .expect("transaction");
     assert_eq!(failing.status(), 500);
-    assert_eq!(error_body(failing).await["errorCode"], "ERR_STATE_TRANSACTION");
-    let other = http().get(sidecar.url("/v1.0/state/statestore/other")).send().await.expect("get");
-    assert_eq!(other.status(), 204, "nothing of the failed transaction was applied");
+    assert_eq!(
+        error_body(failing).await["errorCode"],
+        "ERR_STATE_TRANSACTION"
+    );
+    let other = http()
+        .get(sidecar.url("/v1.0/state/statestore/other"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        other.status(),
+        204,
+        "nothing of the failed transaction was applied"
+    );
 
     let unknown = http()
         .post(sidecar.url("/v1.0/state/statestore/transaction"))
@@ -230,7 +314,10 @@ async fn a_transaction_is_all_or_nothing_and_its_failures_are_500() {
         .await
         .expect("transaction");
     assert_eq!(unknown.status(), 400);
-    assert_eq!(error_body(unknown).await["errorCode"], "ERR_NOT_SUPPORTED_STATE_OPERATION");
+    assert_eq!(
+        error_body(unknown).await["errorCode"],
+        "ERR_NOT_SUPPORTED_STATE_OPERATION"
+    );
 }
 
 #[tokio::test]
@@ -241,7 +328,10 @@ async fn the_dapr_crate_saves_reads_and_deletes_state_over_grpc() {
         .save_state("statestore", "k", b"raw bytes".to_vec(), None, None, None)
         .await
         .expect("save");
-    let item = client.get_state("statestore", "k", None).await.expect("get");
+    let item = client
+        .get_state("statestore", "k", None)
+        .await
+        .expect("get");
     assert_eq!(item.data, b"raw bytes");
     assert!(!item.etag.is_empty());
 
@@ -250,7 +340,9 @@ async fn the_dapr_crate_saves_reads_and_deletes_state_over_grpc() {
             "statestore",
             "k",
             b"again".to_vec(),
-            Some(common::Etag { value: "stale".into() }),
+            Some(common::Etag {
+                value: "stale".into(),
+            }),
             None,
             None,
         )
@@ -258,12 +350,24 @@ async fn the_dapr_crate_saves_reads_and_deletes_state_over_grpc() {
         .expect_err("stale etag");
     assert!(format!("{stale:?}").contains("Aborted"), "{stale:?}");
 
-    client.delete_state("statestore", "k", None).await.expect("delete");
-    let item = client.get_state("statestore", "k", None).await.expect("get");
+    client
+        .delete_state("statestore", "k", None)
+        .await
+        .expect("delete");
+    let item = client
+        .get_state("statestore", "k", None)
+        .await
+        .expect("get");
     assert!(item.data.is_empty());
 
-    let unknown = client.get_state("nope", "k", None).await.expect_err("unknown store");
-    assert!(format!("{unknown:?}").contains("InvalidArgument"), "{unknown:?}");
+    let unknown = client
+        .get_state("nope", "k", None)
+        .await
+        .expect_err("unknown store");
+    assert!(
+        format!("{unknown:?}").contains("InvalidArgument"),
+        "{unknown:?}"
+    );
 }
 
 #[tokio::test]
@@ -325,7 +429,11 @@ async fn bulk_get_and_transactions_work_through_the_raw_grpc_client() {
     let found: Vec<(String, Vec<u8>)> = items.into_iter().map(|i| (i.key, i.data)).collect();
     assert_eq!(
         found,
-        vec![("a".into(), b"1".to_vec()), ("b".into(), b"2".to_vec()), ("c".into(), vec![])]
+        vec![
+            ("a".into(), b"1".to_vec()),
+            ("b".into(), b"2".to_vec()),
+            ("c".into(), vec![])
+        ]
     );
 }
 
@@ -333,7 +441,9 @@ async fn bulk_get_and_transactions_work_through_the_raw_grpc_client() {
 async fn the_state_api_works_on_postgres_and_redis_components_too() {
     let database = crate::support::TestDatabase::create().await;
     let app = crate::support::unique("api");
-    let _redis = crate::support::RedisKeys { prefix: format!("{app}||") };
+    let _redis = crate::support::RedisKeys {
+        prefix: format!("{app}||"),
+    };
     let sidecar = sidecar(&app)
         .resource(
             "pg.yaml",

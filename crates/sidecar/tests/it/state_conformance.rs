@@ -31,17 +31,38 @@ fn delete(key: &str) -> DeleteRequest {
 }
 
 async fn value(store: &TestStore, key: &str) -> Option<Bytes> {
-    store.store.get(key).await.expect("get works").map(|item| item.value)
+    store
+        .store
+        .get(key)
+        .await
+        .expect("get works")
+        .map(|item| item.value)
 }
 
 pub(crate) async fn a_missing_key_reads_as_none(store: TestStore) {
-    assert_eq!(store.store.get(&key(&store, "nothing")).await.expect("get works"), None);
+    assert_eq!(
+        store
+            .store
+            .get(&key(&store, "nothing"))
+            .await
+            .expect("get works"),
+        None
+    );
 }
 
 pub(crate) async fn a_saved_value_reads_back_with_an_etag(store: TestStore) {
     let k = key(&store, "a");
-    store.store.set(&set(&k, r#"{"n":1}"#)).await.expect("set works");
-    let item = store.store.get(&k).await.expect("get works").expect("item exists");
+    store
+        .store
+        .set(&set(&k, r#"{"n":1}"#))
+        .await
+        .expect("set works");
+    let item = store
+        .store
+        .get(&k)
+        .await
+        .expect("get works")
+        .expect("item exists");
     assert_eq!(item.value, Bytes::from_static(br#"{"n":1}"#));
     assert!(!item.etag.is_empty());
     assert_eq!(item.expire_time, None);
@@ -50,7 +71,13 @@ pub(crate) async fn a_saved_value_reads_back_with_an_etag(store: TestStore) {
 pub(crate) async fn every_write_changes_the_etag(store: TestStore) {
     let k = key(&store, "a");
     store.store.set(&set(&k, "1")).await.expect("set works");
-    let first = store.store.get(&k).await.expect("get").expect("exists").etag;
+    let first = store
+        .store
+        .get(&k)
+        .await
+        .expect("get")
+        .expect("exists")
+        .etag;
     store.store.set(&set(&k, "2")).await.expect("set works");
     let second = store.store.get(&k).await.expect("get").expect("exists");
     assert_ne!(first, second.etag);
@@ -60,8 +87,17 @@ pub(crate) async fn every_write_changes_the_etag(store: TestStore) {
 pub(crate) async fn a_write_with_the_current_etag_succeeds(store: TestStore) {
     let k = key(&store, "a");
     store.store.set(&set(&k, "1")).await.expect("set works");
-    let etag = store.store.get(&k).await.expect("get").expect("exists").etag;
-    let request = SetRequest { etag: Some(etag), ..set(&k, "2") };
+    let etag = store
+        .store
+        .get(&k)
+        .await
+        .expect("get")
+        .expect("exists")
+        .etag;
+    let request = SetRequest {
+        etag: Some(etag),
+        ..set(&k, "2")
+    };
     store.store.set(&request).await.expect("matching etag wins");
     assert_eq!(value(&store, &k).await, Some(Bytes::from_static(b"2")));
 }
@@ -69,7 +105,13 @@ pub(crate) async fn a_write_with_the_current_etag_succeeds(store: TestStore) {
 pub(crate) async fn a_write_with_a_stale_etag_fails_and_changes_nothing(store: TestStore) {
     let k = key(&store, "a");
     store.store.set(&set(&k, "1")).await.expect("set works");
-    let stale = store.store.get(&k).await.expect("get").expect("exists").etag;
+    let stale = store
+        .store
+        .get(&k)
+        .await
+        .expect("get")
+        .expect("exists")
+        .etag;
     store.store.set(&set(&k, "2")).await.expect("set works");
     for concurrency in [Concurrency::FirstWrite, Concurrency::LastWrite] {
         let request = SetRequest {
@@ -77,7 +119,11 @@ pub(crate) async fn a_write_with_a_stale_etag_fails_and_changes_nothing(store: T
             concurrency,
             ..set(&k, "3")
         };
-        let error = store.store.set(&request).await.expect_err("stale etag loses");
+        let error = store
+            .store
+            .set(&request)
+            .await
+            .expect_err("stale etag loses");
         assert!(matches!(error, StateError::EtagMismatch(_)), "{error}");
     }
     assert_eq!(value(&store, &k).await, Some(Bytes::from_static(b"2")));
@@ -86,10 +132,23 @@ pub(crate) async fn a_write_with_a_stale_etag_fails_and_changes_nothing(store: T
 pub(crate) async fn a_write_with_an_etag_to_a_missing_key_fails(store: TestStore) {
     let k = key(&store, "missing");
     store.store.set(&set(&k, "1")).await.expect("set works");
-    let etag = store.store.get(&k).await.expect("get").expect("exists").etag;
+    let etag = store
+        .store
+        .get(&k)
+        .await
+        .expect("get")
+        .expect("exists")
+        .etag;
     store.store.delete(&delete(&k)).await.expect("delete works");
-    let request = SetRequest { etag: Some(etag), ..set(&k, "2") };
-    let error = store.store.set(&request).await.expect_err("no item to match");
+    let request = SetRequest {
+        etag: Some(etag),
+        ..set(&k, "2")
+    };
+    let error = store
+        .store
+        .set(&request)
+        .await
+        .expect_err("no item to match");
     assert!(matches!(error, StateError::EtagMismatch(_)), "{error}");
     assert_eq!(value(&store, &k).await, None);
 }
@@ -101,9 +160,16 @@ pub(crate) async fn a_malformed_etag_is_refused(store: TestStore) {
         etag: Some("not-an-etag-of-this-store".into()),
         ..set(&k, "2")
     };
-    let error = store.store.set(&request).await.expect_err("malformed etag fails");
+    let error = store
+        .store
+        .set(&request)
+        .await
+        .expect_err("malformed etag fails");
     assert!(
-        matches!(error, StateError::InvalidEtag(_) | StateError::EtagMismatch(_)),
+        matches!(
+            error,
+            StateError::InvalidEtag(_) | StateError::EtagMismatch(_)
+        ),
         "{error}"
     );
     assert_eq!(value(&store, &k).await, Some(Bytes::from_static(b"1")));
@@ -120,22 +186,43 @@ pub(crate) async fn first_write_without_an_etag_only_creates(store: TestStore) {
         concurrency: Concurrency::FirstWrite,
         ..set(&k, "2")
     };
-    let error = store.store.set(&again).await.expect_err("second create fails");
+    let error = store
+        .store
+        .set(&again)
+        .await
+        .expect_err("second create fails");
     assert!(matches!(error, StateError::EtagMismatch(_)), "{error}");
     assert_eq!(value(&store, &k).await, Some(Bytes::from_static(b"1")));
 }
 
 pub(crate) async fn deleting_a_missing_key_succeeds(store: TestStore) {
-    store.store.delete(&delete(&key(&store, "nothing"))).await.expect("no-op delete");
+    store
+        .store
+        .delete(&delete(&key(&store, "nothing")))
+        .await
+        .expect("no-op delete");
 }
 
 pub(crate) async fn a_delete_with_a_stale_etag_keeps_the_item(store: TestStore) {
     let k = key(&store, "a");
     store.store.set(&set(&k, "1")).await.expect("set works");
-    let stale = store.store.get(&k).await.expect("get").expect("exists").etag;
+    let stale = store
+        .store
+        .get(&k)
+        .await
+        .expect("get")
+        .expect("exists")
+        .etag;
     store.store.set(&set(&k, "2")).await.expect("set works");
-    let request = DeleteRequest { etag: Some(stale), ..delete(&k) };
-    let error = store.store.delete(&request).await.expect_err("stale delete fails");
+    let request = DeleteRequest {
+        etag: Some(stale),
+        ..delete(&k)
+    };
+    let error = store
+        .store
+        .delete(&request)
+        .await
+        .expect_err("stale delete fails");
     assert!(matches!(error, StateError::EtagMismatch(_)), "{error}");
     assert_eq!(value(&store, &k).await, Some(Bytes::from_static(b"2")));
 }
@@ -143,9 +230,22 @@ pub(crate) async fn a_delete_with_a_stale_etag_keeps_the_item(store: TestStore) 
 pub(crate) async fn a_delete_with_the_current_etag_removes_the_item(store: TestStore) {
     let k = key(&store, "a");
     store.store.set(&set(&k, "1")).await.expect("set works");
-    let etag = store.store.get(&k).await.expect("get").expect("exists").etag;
-    let request = DeleteRequest { etag: Some(etag), ..delete(&k) };
-    store.store.delete(&request).await.expect("matching delete works");
+    let etag = store
+        .store
+        .get(&k)
+        .await
+        .expect("get")
+        .expect("exists")
+        .etag;
+    let request = DeleteRequest {
+        etag: Some(etag),
+        ..delete(&k)
+    };
+    store
+        .store
+        .delete(&request)
+        .await
+        .expect("matching delete works");
     assert_eq!(value(&store, &k).await, None);
 }
 
@@ -156,10 +256,18 @@ pub(crate) async fn items_expire_after_their_ttl(store: TestStore) {
         ..set(&k, "1")
     };
     store.store.set(&request).await.expect("set works");
-    let item = store.store.get(&k).await.expect("get").expect("alive before the TTL");
+    let item = store
+        .store
+        .get(&k)
+        .await
+        .expect("get")
+        .expect("alive before the TTL");
     let expires = item.expire_time.expect("the expiry is reported");
     let remaining = expires - chrono::Utc::now();
-    assert!(remaining <= chrono::Duration::seconds(3), "expires in {remaining}");
+    assert!(
+        remaining <= chrono::Duration::seconds(3),
+        "expires in {remaining}"
+    );
     tokio::time::sleep(Duration::from_millis(3100)).await;
     assert_eq!(value(&store, &k).await, None, "gone after the TTL");
 }
@@ -199,7 +307,11 @@ pub(crate) async fn bulk_get_returns_each_key_in_order(store: TestStore) {
     let values: Vec<Option<Bytes>> = items.into_iter().map(|i| i.map(|i| i.value)).collect();
     assert_eq!(
         values,
-        vec![Some(Bytes::from_static(b"2")), None, Some(Bytes::from_static(b"1"))]
+        vec![
+            Some(Bytes::from_static(b"2")),
+            None,
+            Some(Bytes::from_static(b"1"))
+        ]
     );
 }
 
@@ -219,7 +331,13 @@ pub(crate) async fn a_transaction_with_a_stale_etag_applies_nothing(store: TestS
     let (a, b) = (key(&store, "a"), key(&store, "b"));
     store.store.set(&set(&a, "1")).await.expect("set works");
     store.store.set(&set(&b, "1")).await.expect("set works");
-    let stale = store.store.get(&b).await.expect("get").expect("exists").etag;
+    let stale = store
+        .store
+        .get(&b)
+        .await
+        .expect("get")
+        .expect("exists")
+        .etag;
     store.store.set(&set(&b, "2")).await.expect("set works");
     let error = store
         .store
@@ -233,7 +351,11 @@ pub(crate) async fn a_transaction_with_a_stale_etag_applies_nothing(store: TestS
         .await
         .expect_err("the stale etag fails the transaction");
     assert!(matches!(error, StateError::EtagMismatch(_)), "{error}");
-    assert_eq!(value(&store, &a).await, Some(Bytes::from_static(b"1")), "nothing applied");
+    assert_eq!(
+        value(&store, &a).await,
+        Some(Bytes::from_static(b"1")),
+        "nothing applied"
+    );
     assert_eq!(value(&store, &b).await, Some(Bytes::from_static(b"2")));
 }
 
@@ -251,7 +373,10 @@ pub(crate) async fn concurrent_etag_writers_never_lose_an_update(store: TestStor
             let mut wins = 0;
             for _ in 0..5 {
                 let item = store.store.get(&k).await.expect("get").expect("exists");
-                let n: u64 = std::str::from_utf8(&item.value).expect("utf8").parse().expect("number");
+                let n: u64 = std::str::from_utf8(&item.value)
+                    .expect("utf8")
+                    .parse()
+                    .expect("number");
                 let request = SetRequest {
                     etag: Some(item.etag),
                     ..set(&k, &(n + 1).to_string())

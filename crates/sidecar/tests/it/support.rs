@@ -24,7 +24,9 @@ impl TestSidecar {
     pub(crate) async fn client(&self) -> dapr::Client<dapr::client::TonicClientWithAuth> {
         let options = dapr::client::ClientOptions::new()
             .with_address(format!("http://127.0.0.1:{}", self.sidecar.grpc_port()));
-        dapr::Client::from_options(options).await.expect("gRPC client connects")
+        dapr::Client::from_options(options)
+            .await
+            .expect("gRPC client connects")
     }
 
     /// The raw generated gRPC client (for the calls the `dapr` client does not wrap).
@@ -131,10 +133,14 @@ impl SidecarBuilder {
 
 /// Serves `router` on a free port; returns the port.
 pub(crate) async fn serve(router: axum::Router) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let port = listener.local_addr().expect("address").port();
     tokio::spawn(async move {
-        axum::serve(listener, router).await.expect("test app serves");
+        axum::serve(listener, router)
+            .await
+            .expect("test app serves");
     });
     port
 }
@@ -173,9 +179,12 @@ pub(crate) const POSTGRES: &str = "host=127.0.0.1 port=5432 user=postgres";
 impl TestDatabase {
     pub(crate) async fn create() -> Self {
         let name = unique("sidecar_test_");
-        let (client, connection) = tokio_postgres::connect(&format!("{POSTGRES} dbname=postgres"), tokio_postgres::NoTls)
-            .await
-            .expect("the local PostgreSQL answers on 127.0.0.1:5432");
+        let (client, connection) = tokio_postgres::connect(
+            &format!("{POSTGRES} dbname=postgres"),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .expect("the local PostgreSQL answers on 127.0.0.1:5432");
         tokio::spawn(connection);
         client
             .batch_execute(&format!("CREATE DATABASE {name}"))
@@ -194,12 +203,18 @@ impl Drop for TestDatabase {
         let name = self.name.clone();
         // Drop runs outside any runtime guarantee: clean up on a thread of its own.
         let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             runtime.block_on(async move {
-                if let Ok((client, connection)) =
-                    tokio_postgres::connect(&format!("{POSTGRES} dbname=postgres"), tokio_postgres::NoTls).await
+                if let Ok((client, connection)) = tokio_postgres::connect(
+                    &format!("{POSTGRES} dbname=postgres"),
+                    tokio_postgres::NoTls,
+                )
+                .await
                 {
                     tokio::spawn(connection);
                     let _ = client
@@ -224,7 +239,10 @@ impl Drop for RedisKeys {
             let Ok(client) = redis::Client::open("redis://127.0.0.1:6379") else {
                 return;
             };
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             runtime.block_on(async move {
@@ -237,7 +255,10 @@ impl Drop for RedisKeys {
                     .await
                     .unwrap_or_default();
                 if !keys.is_empty() {
-                    let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut connection).await;
+                    let _: Result<(), _> = redis::cmd("DEL")
+                        .arg(keys)
+                        .query_async(&mut connection)
+                        .await;
                 }
             });
         })
@@ -254,11 +275,16 @@ pub(crate) struct TestStore {
     _dir: TempDir,
 }
 
-async fn build_store(component: &str, database: Option<TestDatabase>, redis: Option<RedisKeys>) -> TestStore {
+async fn build_store(
+    component: &str,
+    database: Option<TestDatabase>,
+    redis: Option<RedisKeys>,
+) -> TestStore {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("store.yaml"), component).expect("write component");
     let app_id = unique("app");
-    let set = sidecar::resources::load_resources(&[dir.path().to_path_buf()], &app_id, None).expect("component parses");
+    let set = sidecar::resources::load_resources(&[dir.path().to_path_buf()], &app_id, None)
+        .expect("component parses");
     let context = sidecar::components::ComponentContext {
         app_id: app_id.clone(),
         namespace: None,
@@ -267,7 +293,10 @@ async fn build_store(component: &str, database: Option<TestDatabase>, redis: Opt
     let mut components = sidecar::components::Components::load(&set.components, &context)
         .await
         .expect("store initialises");
-    let entry = components.state.remove("store").expect("the store is loaded");
+    let entry = components
+        .state
+        .remove("store")
+        .expect("the store is loaded");
     TestStore {
         store: entry.store,
         prefix: app_id,
@@ -295,7 +324,12 @@ pub(crate) async fn memory_store() -> TestStore {
 }
 
 pub(crate) async fn sqlite_store() -> TestStore {
-    build_store(&component("state.sqlite", "v1", &[("connectionString", "state.db")]), None, None).await
+    build_store(
+        &component("state.sqlite", "v1", &[("connectionString", "state.db")]),
+        None,
+        None,
+    )
+    .await
 }
 
 pub(crate) async fn postgres_store() -> TestStore {
@@ -303,13 +337,21 @@ pub(crate) async fn postgres_store() -> TestStore {
     let yaml = component(
         "state.postgresql",
         "v2",
-        &[("connectionString", &database.connection_string()), ("cleanupInterval", "0")],
+        &[
+            ("connectionString", &database.connection_string()),
+            ("cleanupInterval", "0"),
+        ],
     );
     build_store(&yaml, Some(database), None).await
 }
 
 pub(crate) async fn redis_store() -> TestStore {
-    let store = build_store(&component("state.redis", "v1", &[("redisHost", "127.0.0.1:6379")]), None, None).await;
+    let store = build_store(
+        &component("state.redis", "v1", &[("redisHost", "127.0.0.1:6379")]),
+        None,
+        None,
+    )
+    .await;
     let prefix = store.prefix.clone();
     TestStore {
         _redis: Some(RedisKeys { prefix }),
