@@ -4,6 +4,7 @@
 mod health_metadata;
 mod invoke;
 mod resources;
+mod sdk;
 mod secrets;
 mod state_api;
 mod state_conformance;
