@@ -198,14 +198,9 @@ impl Runtime {
         if let Some(namespace) = &self.options.namespace {
             set_header(&mut parts.headers, "dapr-caller-namespace", namespace);
         }
-        let host = self.options.listen_address.to_string();
-        append_header(&mut parts.headers, "x-forwarded-for", &host);
-        append_header(&mut parts.headers, "x-forwarded-host", &hostname());
-        append_header(
-            &mut parts.headers,
-            "forwarded",
-            &format!("for={host};by={host};host={}", hostname()),
-        );
+        for (name, value) in &self.forwarded_headers {
+            parts.headers.append(name, value.clone());
+        }
 
         let policies = self.policies.app(app_id);
         let streaming = parts.headers.get(header::CONTENT_LENGTH).is_none()
@@ -330,7 +325,7 @@ impl Runtime {
 
     /// Sends one attempt to the target's sidecar and classifies the outcome.
     async fn send_to_peer(&self, app_id: &str, request: Request<Body>) -> Attempt {
-        let peer = match self.resolve(app_id) {
+        let peer = match self.resolve(app_id).await {
             Ok(Some(peer)) => peer,
             Ok(None) => {
                 let error = invoke_error(
@@ -383,12 +378,12 @@ impl Runtime {
         Attempt::Answered(strip_response_headers(response))
     }
 
-    fn resolve(&self, app_id: &str) -> anyhow::Result<Option<Peer>> {
+    async fn resolve(&self, app_id: &str) -> anyhow::Result<Option<Peer>> {
         if let Some(router) = self.topology.find_local(app_id) {
             return Ok(Some(Peer::Local(router)));
         }
         match &self.resolver {
-            Some(resolver) => Ok(resolver.resolve(app_id)?.map(Peer::Remote)),
+            Some(resolver) => Ok(resolver.resolve(app_id).await?.map(Peer::Remote)),
             None => Ok(None),
         }
     }
@@ -463,18 +458,32 @@ fn set_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
     }
 }
 
-fn append_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
-    if let Ok(value) = HeaderValue::from_str(value) {
-        headers.append(name, value);
-    }
-}
-
-fn hostname() -> String {
+/// The machine's host name (read once at start-up).
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into())
+}
+
+/// `X-Forwarded-For`, `X-Forwarded-Host` and `Forwarded`, as daprd adds them on remote calls.
+pub(crate) fn forwarded_headers(address: &std::net::IpAddr) -> Vec<(HeaderName, HeaderValue)> {
+    let host = address.to_string();
+    let hostname = hostname();
+    [
+        ("x-forwarded-for", host.clone()),
+        ("x-forwarded-host", hostname.clone()),
+        ("forwarded", format!("for={host};by={host};host={hostname}")),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| {
+        Some((
+            HeaderName::from_static(name),
+            HeaderValue::from_str(&value).ok()?,
+        ))
+    })
+    .collect()
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::options::SidecarOptions;
 use crate::resiliency::Policies;
 use crate::resources::{self, Configuration, SubscriptionDef};
+use crate::subscriber::KnownSubscription;
 use crate::topology::{SqliteResolver, SqliteResolverSettings, Topology};
 
 /// Everything the API handlers of one sidecar share.
@@ -27,8 +28,10 @@ pub(crate) struct Runtime {
     pub(crate) configuration: Configuration,
     pub(crate) components: Components,
     pub(crate) policies: Policies,
-    #[allow(dead_code, reason = "delivered by the pub/sub runtime")]
-    pub(crate) subscriptions: Vec<SubscriptionDef>,
+    /// `Subscription` resources that apply to this app.
+    pub(crate) declarative_subscriptions: Vec<SubscriptionDef>,
+    /// The subscriptions in effect (declarative and programmatic), for the metadata API.
+    pub(crate) subscriptions: RwLock<Vec<KnownSubscription>>,
     pub(crate) metrics: Metrics,
     pub(crate) app: Arc<AppChannel>,
     pub(crate) client: HttpClient,
@@ -36,6 +39,8 @@ pub(crate) struct Runtime {
     pub(crate) resolver: Option<Arc<SqliteResolver>>,
     pub(crate) extended_metadata: RwLock<BTreeMap<String, String>>,
     pub(crate) api_token: Option<SecretString>,
+    /// Forwarding headers added to remote invocations (computed once).
+    pub(crate) forwarded_headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// Set once the app is reachable and the sidecar serves: `/v1.0/healthz` answers 204.
     pub(crate) ready: AtomicBool,
     /// Set once the API servers listen: `/v1.0/healthz/outbound` answers 204.
@@ -135,6 +140,7 @@ impl BoundSidecar {
             app_id: app_id.clone(),
             namespace: options.namespace.clone(),
             working_dir: options.working_dir.clone(),
+            brokers: topology.brokers(),
         };
         let components = Components::load(&resources.components, &context).await?;
         let resolver = if topology.is_shared() {
@@ -163,8 +169,10 @@ impl BoundSidecar {
             app_id: app_id.clone(),
             metrics: Metrics::new(&app_id),
             policies: Policies::new(&resources.resiliencies),
-            subscriptions: resources.subscriptions,
+            declarative_subscriptions: resources.subscriptions,
+            subscriptions: RwLock::default(),
             api_token: options.api_token.clone(),
+            forwarded_headers: crate::invoke::forwarded_headers(&options.listen_address),
             options,
             configuration,
             components,
@@ -297,16 +305,21 @@ impl Sidecar {
             starting.ready.store(true, Ordering::Release);
             tracing::info!(app_id = %starting.app_id, "dapr initialized, status: running");
             if starting.options.app_health.enabled && starting.app.is_configured() {
-                starting
-                    .app
-                    .clone()
-                    .run_health_checks(
-                        starting.options.app_health.clone(),
-                        starting.metrics.clone(),
-                        starting.shutdown.clone(),
-                    )
-                    .await;
+                tokio::spawn(starting.app.clone().run_health_checks(
+                    starting.options.app_health.clone(),
+                    starting.metrics.clone(),
+                    starting.shutdown.clone(),
+                ));
             }
+            // As daprd: subscriptions start once the app is healthy (deliveries wait for it).
+            let mut health = starting.app.health().subscribe();
+            while !*health.borrow_and_update() {
+                tokio::select! {
+                    changed = health.changed() => if changed.is_err() { return },
+                    () = starting.shutdown.cancelled() => return,
+                }
+            }
+            starting.start_subscriptions().await;
         });
 
         tracing::info!(

@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::Router;
 use rusqlite::{Connection, params};
 
+use crate::pubsub::MemoryBrokers;
 use crate::resources::NameResolutionSpec;
 
 /// Where a peer sidecar can be reached.
@@ -40,6 +41,7 @@ pub struct Topology {
 
 struct Inner {
     local: RwLock<HashMap<String, Vec<LocalEntry>>>,
+    brokers: Arc<MemoryBrokers>,
     next_registration: AtomicUsize,
     round_robin: AtomicUsize,
     /// Whether sidecars also register in, and resolve through, the cross-process name resolution.
@@ -63,11 +65,17 @@ impl Topology {
         Self {
             inner: Arc::new(Inner {
                 local: RwLock::default(),
+                brokers: Arc::default(),
                 next_registration: AtomicUsize::new(1),
                 round_robin: AtomicUsize::new(0),
                 shared,
             }),
         }
+    }
+
+    /// The in-memory pub/sub brokers the sidecars of this topology share.
+    pub(crate) fn brokers(&self) -> Arc<MemoryBrokers> {
+        self.inner.brokers.clone()
     }
 
     pub(crate) fn is_shared(&self) -> bool {
@@ -284,8 +292,8 @@ impl SqliteResolver {
     }
 
     /// A live address for `app_id`, picked at random among the replicas. Answers are cached
-    /// for a second to keep SQLite off the invocation path.
-    pub(crate) fn resolve(&self, app_id: &str) -> anyhow::Result<Option<String>> {
+    /// for a second to keep SQLite off the invocation path; a miss queries on the blocking pool.
+    pub(crate) async fn resolve(self: &Arc<Self>, app_id: &str) -> anyhow::Result<Option<String>> {
         let now = std::time::Instant::now();
         let cached = self
             .cache
@@ -297,18 +305,11 @@ impl SqliteResolver {
         let addresses = match cached {
             Some(addresses) => addresses,
             None => {
-                let fresh_after = now_seconds()
-                    - i64::try_from(self.settings.update_interval.as_secs()).unwrap_or(i64::MAX);
-                let connection = self.lock();
-                let mut statement = connection.prepare_cached(&format!(
-                    "SELECT address FROM {} WHERE app_id = ?1 AND last_update > ?2",
-                    self.settings.table
-                ))?;
-                let addresses = statement
-                    .query_map(params![app_id, fresh_after], |row| row.get::<_, String>(0))?
-                    .collect::<Result<Vec<_>, _>>()?;
-                drop(statement);
-                drop(connection);
+                let resolver = self.clone();
+                let id = app_id.to_owned();
+                let addresses = tokio::task::spawn_blocking(move || resolver.query(&id))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("name resolution worker failed: {e}"))??;
                 self.cache
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -321,5 +322,19 @@ impl SqliteResolver {
         }
         let pick = rand::random_range(0..addresses.len());
         Ok(addresses.get(pick).cloned())
+    }
+
+    fn query(&self, app_id: &str) -> anyhow::Result<Vec<String>> {
+        let fresh_after = now_seconds()
+            - i64::try_from(self.settings.update_interval.as_secs()).unwrap_or(i64::MAX);
+        let connection = self.lock();
+        let mut statement = connection.prepare_cached(&format!(
+            "SELECT address FROM {} WHERE app_id = ?1 AND last_update > ?2",
+            self.settings.table
+        ))?;
+        let addresses = statement
+            .query_map(params![app_id, fresh_after], |row| row.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(addresses)
     }
 }

@@ -120,7 +120,13 @@ fn sampled_by_ratio(trace_id: &[u8; 16], rate: f64) -> bool {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    text
 }
 
 fn hex_bytes<const N: usize>(text: &str) -> Option<[u8; N]> {
@@ -177,14 +183,15 @@ impl RequestTrace {
 
     /// Reports the finished span when it is sampled and `tracing.stdout` asks for it, in the
     /// spirit of daprd's stdout exporter.
-    pub fn finish(&self, name: &str, stdout: bool) {
+    pub fn finish(&self, name: impl FnOnce() -> String, stdout: bool) {
         if !(stdout && self.span.sampled) {
             return;
         }
+        let name = name();
         let elapsed = self.start.elapsed().unwrap_or_default();
         tracing::info!(
             target: "dapr.runtime.trace",
-            span = name,
+            span = %name,
             trace_id = %self.span.trace_id_hex(),
             span_id = %self.span.span_id_hex(),
             parent_span_id = %self.parent.map(|p| p.span_id_hex()).unwrap_or_default(),
