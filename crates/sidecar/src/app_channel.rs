@@ -78,6 +78,11 @@ impl AppHealth {
         self.healthy.load(Ordering::Acquire)
     }
 
+    /// A receiver that sees every change.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<bool> {
+        self.changes.subscribe()
+    }
+
     fn set(&self, healthy: bool) {
         if self.healthy.swap(healthy, Ordering::AcqRel) != healthy {
             tracing::info!(healthy, "app health changed");
@@ -108,6 +113,10 @@ impl AppChannel {
     /// Whether the sidecar has an app at all.
     pub(crate) fn is_configured(&self) -> bool {
         self.base.is_some()
+    }
+
+    pub(crate) fn health(&self) -> &AppHealth {
+        &self.health
     }
 
     /// Sends `request` (whose URI holds only path and query) to the app. The response body is

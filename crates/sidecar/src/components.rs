@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::bindings::{self, OutputBinding};
+use crate::pubsub::{self, MemoryBrokers, PubSub, TopicScopes};
 use crate::resources::{ComponentDef, ComponentMetadata, MetadataSource, ResourceError};
 use crate::secrets::{self, SecretStore};
 use crate::state::{self, StateStore};
@@ -18,17 +20,25 @@ pub struct ComponentContext {
     pub namespace: Option<String>,
     /// Where relative paths (sqlite files, secret files) are resolved.
     pub working_dir: PathBuf,
+    /// The in-memory brokers shared by the sidecars of one topology.
+    pub brokers: Arc<MemoryBrokers>,
 }
 
 impl ComponentContext {
-    /// A context for unit tests: the current directory, no namespace.
+    /// A context for `app_id` with no namespace and in-memory brokers of its own.
+    pub fn new(app_id: impl Into<String>, working_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            app_id: app_id.into(),
+            namespace: None,
+            working_dir: working_dir.into(),
+            brokers: Arc::default(),
+        }
+    }
+
+    /// A context for unit tests: the current directory.
     #[cfg(test)]
     pub(crate) fn for_tests(app_id: &str) -> Self {
-        Self {
-            app_id: app_id.to_owned(),
-            namespace: None,
-            working_dir: std::env::current_dir().unwrap_or_default(),
-        }
+        Self::new(app_id, std::env::current_dir().unwrap_or_default())
     }
 }
 
@@ -82,6 +92,14 @@ impl StateComponent {
     }
 }
 
+/// A pub/sub component with the topic scopes that apply to this app.
+pub struct PubSubComponent {
+    /// The broker.
+    pub pubsub: Arc<dyn PubSub>,
+    /// `publishingScopes`, `subscriptionScopes`, `allowedTopics`, `protectedTopics`.
+    pub scopes: TopicScopes,
+}
+
 /// Every component a sidecar loaded.
 #[derive(Default)]
 pub struct Components {
@@ -89,6 +107,10 @@ pub struct Components {
     pub state: BTreeMap<String, StateComponent>,
     /// Secret stores by name.
     pub secrets: BTreeMap<String, Arc<dyn SecretStore>>,
+    /// Pub/sub components by name.
+    pub pubsubs: BTreeMap<String, PubSubComponent>,
+    /// Output bindings by name.
+    pub bindings: BTreeMap<String, Arc<dyn OutputBinding>>,
     /// What the metadata API lists, in load order.
     pub infos: Vec<ComponentInfo>,
 }
@@ -177,6 +199,36 @@ impl Components {
                     },
                 );
             }
+            "pubsub" => {
+                let component = pubsub::build(def, &metadata, context).await?;
+                component
+                    .ping()
+                    .await
+                    .map_err(|e| def.error(format!("the broker does not answer: {e:#}")))?;
+                capabilities = component.features().capability_names();
+                self.pubsubs.insert(
+                    def.name.clone(),
+                    PubSubComponent {
+                        pubsub: component,
+                        scopes: TopicScopes::new(&metadata, &context.app_id),
+                    },
+                );
+            }
+            "bindings" => {
+                // `direction` limits what a binding is used for; these three are output-only.
+                let output = metadata.get("direction").is_none_or(|direction| {
+                    direction
+                        .split(',')
+                        .any(|d| d.trim().eq_ignore_ascii_case("output"))
+                });
+                let binding = bindings::build(def, &metadata, context)?;
+                capabilities = if output {
+                    self.bindings.insert(def.name.clone(), binding);
+                    vec!["OUTPUT_BINDING".into()]
+                } else {
+                    Vec::new()
+                };
+            }
             _ => {
                 return Err(def
                     .error(format!(
@@ -256,7 +308,13 @@ impl Components {
 
 /// Every component type the sidecar can load.
 pub fn supported_types() -> Vec<&'static str> {
-    secrets::TYPES.iter().chain(state::TYPES).copied().collect()
+    secrets::TYPES
+        .iter()
+        .chain(state::TYPES)
+        .chain(pubsub::TYPES)
+        .chain(bindings::TYPES)
+        .copied()
+        .collect()
 }
 
 fn expand_placeholders(value: &str, context: &ComponentContext) -> Result<String, String> {
@@ -339,6 +397,7 @@ mod tests {
             app_id: "orders".into(),
             namespace: Some("shop".into()),
             working_dir: PathBuf::new(),
+            brokers: Arc::default(),
         };
         assert_eq!(
             expand_placeholders("{appID}-group", &context),

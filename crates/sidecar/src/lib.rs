@@ -8,15 +8,18 @@
 mod acl;
 pub mod api;
 mod app_channel;
+pub mod bindings;
 pub mod components;
 mod invoke;
 pub mod metrics;
 pub mod options;
+pub mod pubsub;
 pub mod resiliency;
 pub mod resources;
 mod runtime;
 pub mod secrets;
 pub mod state;
+mod subscriber;
 mod topology;
 pub mod trace;
 

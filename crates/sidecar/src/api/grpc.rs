@@ -19,8 +19,10 @@ use http_body_util::BodyExt as _;
 use secrecy::ExposeSecret as _;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::pubsub::BulkEntry;
 use super::state::{DeleteItem, SaveItem, TransactionItem, item_metadata};
 use crate::runtime::Runtime;
+use crate::subscriber::SubscriptionKind;
 use crate::trace::RequestTrace;
 
 /// The gRPC API as an axum router (gRPC is HTTP/2, so one server type serves every API).
@@ -56,7 +58,7 @@ async fn observe(
     let started = Instant::now();
     let trace = RequestTrace::from_headers(request.headers(), runtime.sampling_rate());
     let response = next.run(request).await;
-    trace.finish(&method, runtime.configuration.tracing.stdout);
+    trace.finish(|| method.clone(), runtime.configuration.tracing.stdout);
     let status = response
         .headers()
         .get("grpc-status")
@@ -73,6 +75,50 @@ async fn observe(
 
 struct GrpcApi {
     runtime: Arc<Runtime>,
+}
+
+impl GrpcApi {
+    async fn bulk_publish(
+        &self,
+        request: Request<pb::BulkPublishRequest>,
+    ) -> Result<Response<pb::BulkPublishResponse>, Status> {
+        let trace = RequestTrace::from_headers(
+            &request.metadata().clone().into_headers(),
+            self.runtime.sampling_rate(),
+        );
+        let request = request.into_inner();
+        let entries = request
+            .entries
+            .into_iter()
+            .map(|entry| BulkEntry {
+                entry_id: entry.entry_id,
+                event: Bytes::from(entry.event),
+                content_type: entry.content_type,
+                metadata: (!entry.metadata.is_empty())
+                    .then(|| entry.metadata.into_iter().collect()),
+            })
+            .collect();
+        let metadata = request.metadata.into_iter().collect();
+        let failed = self
+            .runtime
+            .bulk_publish_events(
+                &request.pubsub_name,
+                &request.topic,
+                entries,
+                &metadata,
+                &trace,
+            )
+            .await?;
+        Ok(Response::new(pb::BulkPublishResponse {
+            failed_entries: failed
+                .into_iter()
+                .map(|f| pb::BulkPublishResponseFailedEntry {
+                    entry_id: f.entry_id,
+                    error: f.error,
+                })
+                .collect(),
+        }))
+    }
 }
 
 fn unimplemented(method: &str) -> Status {
@@ -410,6 +456,34 @@ impl Dapr for GrpcApi {
                 })
                 .collect(),
             extended_metadata: metadata.extended.into_iter().collect::<HashMap<_, _>>(),
+            subscriptions: metadata
+                .subscriptions
+                .into_iter()
+                .map(|s| pb::PubsubSubscription {
+                    pubsub_name: s.pubsubname,
+                    topic: s.topic,
+                    metadata: s.metadata.into_iter().collect(),
+                    rules: Some(pb::PubsubSubscriptionRules {
+                        rules: s
+                            .rules
+                            .into_iter()
+                            .map(|r| pb::PubsubSubscriptionRule {
+                                r#match: r.match_expr,
+                                path: r.path,
+                            })
+                            .collect(),
+                    }),
+                    dead_letter_topic: s.dead_letter_topic,
+                    r#type: match s.kind {
+                        SubscriptionKind::Declarative => {
+                            pb::PubsubSubscriptionType::Declarative as i32
+                        }
+                        SubscriptionKind::Programmatic => {
+                            pb::PubsubSubscriptionType::Programmatic as i32
+                        }
+                    },
+                })
+                .collect(),
             app_connection_properties: Some(pb::AppConnectionProperties {
                 port: app.port.map_or(0, i32::from),
                 protocol: app.protocol,
@@ -442,6 +516,74 @@ impl Dapr for GrpcApi {
         Ok(Response::new(()))
     }
 
+    async fn publish_event(
+        &self,
+        request: Request<pb::PublishEventRequest>,
+    ) -> Result<Response<()>, Status> {
+        let trace = RequestTrace::from_headers(
+            &request.metadata().clone().into_headers(),
+            self.runtime.sampling_rate(),
+        );
+        let request = request.into_inner();
+        if request.pubsub_name.is_empty() {
+            return Err(Status::invalid_argument("pubsub name is empty"));
+        }
+        self.runtime
+            .publish_event(
+                &request.pubsub_name,
+                &request.topic,
+                &request.data,
+                &request.data_content_type,
+                request.metadata.into_iter().collect(),
+                &trace,
+            )
+            .await?;
+        Ok(Response::new(()))
+    }
+
+    async fn bulk_publish_event(
+        &self,
+        request: Request<pb::BulkPublishRequest>,
+    ) -> Result<Response<pb::BulkPublishResponse>, Status> {
+        self.bulk_publish(request).await
+    }
+
+    async fn bulk_publish_event_alpha1(
+        &self,
+        request: Request<pb::BulkPublishRequest>,
+    ) -> Result<Response<pb::BulkPublishResponse>, Status> {
+        self.bulk_publish(request).await
+    }
+
+    async fn invoke_binding(
+        &self,
+        request: Request<pb::InvokeBindingRequest>,
+    ) -> Result<Response<pb::InvokeBindingResponse>, Status> {
+        let trace = RequestTrace::from_headers(
+            &request.metadata().clone().into_headers(),
+            self.runtime.sampling_rate(),
+        );
+        let request = request.into_inner();
+        let response = self
+            .runtime
+            .invoke_binding(
+                &request.name,
+                Bytes::from(request.data),
+                request.metadata.into_iter().collect(),
+                request.operation,
+                &trace,
+            )
+            .await
+            .map_err(|failure| Status::from(failure.error))?;
+        Ok(Response::new(match response {
+            Some(response) => pb::InvokeBindingResponse {
+                data: response.data.to_vec(),
+                metadata: response.metadata.into_iter().collect(),
+            },
+            None => pb::InvokeBindingResponse::default(),
+        }))
+    }
+
     async fn shutdown(&self, _: Request<pb::ShutdownRequest>) -> Result<Response<()>, Status> {
         tracing::info!(app_id = %self.runtime.app_id, "shutdown requested through the gRPC API");
         self.runtime.shutdown.cancel();
@@ -455,35 +597,11 @@ impl Dapr for GrpcApi {
     ) -> Result<Response<pb::QueryStateResponse>, Status> {
         Err(unimplemented("QueryStateAlpha1"))
     }
-    async fn publish_event(
-        &self,
-        _: Request<pb::PublishEventRequest>,
-    ) -> Result<Response<()>, Status> {
-        Err(unimplemented("PublishEvent"))
-    }
-    async fn bulk_publish_event_alpha1(
-        &self,
-        _: Request<pb::BulkPublishRequest>,
-    ) -> Result<Response<pb::BulkPublishResponse>, Status> {
-        Err(unimplemented("BulkPublishEventAlpha1"))
-    }
-    async fn bulk_publish_event(
-        &self,
-        _: Request<pb::BulkPublishRequest>,
-    ) -> Result<Response<pb::BulkPublishResponse>, Status> {
-        Err(unimplemented("BulkPublishEvent"))
-    }
     async fn subscribe_topic_events_alpha1(
         &self,
         _: Request<Streaming<pb::SubscribeTopicEventsRequestAlpha1>>,
     ) -> Result<Response<Self::SubscribeTopicEventsAlpha1Stream>, Status> {
         Err(unimplemented("SubscribeTopicEventsAlpha1"))
-    }
-    async fn invoke_binding(
-        &self,
-        _: Request<pb::InvokeBindingRequest>,
-    ) -> Result<Response<pb::InvokeBindingResponse>, Status> {
-        Err(unimplemented("InvokeBinding"))
     }
     async fn register_actor_timer(
         &self,

@@ -1,6 +1,6 @@
 //! The Dapr HTTP API (`/v1.0/...`) and the metrics endpoint.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::ApiError;
+use super::pubsub::{BulkEntry, publish_error};
 use super::state::{DeleteItem, SaveItem, TransactionItem, item_metadata};
 use crate::runtime::Runtime;
 use crate::trace::{RequestTrace, TRACEPARENT};
@@ -43,8 +44,21 @@ pub(crate) fn router(runtime: Arc<Runtime>) -> Router {
         .route("/metadata/{key}", put(put_metadata))
         .route("/healthz", get(healthz))
         .route("/healthz/outbound", get(healthz_outbound))
-        .route("/shutdown", post(shutdown));
-    let mut router = Router::new().nest("/v1.0", v1);
+        .route("/shutdown", post(shutdown))
+        .route(
+            "/publish/bulk/{pubsub}/{*topic}",
+            post(bulk_publish).put(bulk_publish),
+        )
+        .route("/publish/{pubsub}/{*topic}", post(publish).put(publish))
+        .route(
+            "/publish/{pubsub}/",
+            post(publish_no_topic).put(publish_no_topic),
+        )
+        .route("/bindings/{name}", post(invoke_binding).put(invoke_binding));
+    let mut router = Router::new().nest("/v1.0", v1).route(
+        "/v1.0-alpha1/publish/bulk/{pubsub}/{*topic}",
+        post(bulk_publish).put(bulk_publish),
+    );
     for (prefix, api) in UNIMPLEMENTED {
         let api = *api;
         router = router.route(
@@ -63,12 +77,12 @@ pub(crate) fn router(runtime: Arc<Runtime>) -> Router {
         .with_state(runtime)
 }
 
+/// The largest request body the API reads into memory (daprd's `--max-body-size` default).
+const MAX_BODY: usize = 4 * 1024 * 1024;
+
 /// Dapr APIs this sidecar does not implement: a clear 501 instead of a confusing 404.
 const UNIMPLEMENTED: &[(&str, &str)] = &[
     ("/v1.0/actors", "actors"),
-    ("/v1.0/publish", "pub/sub publish"),
-    ("/v1.0-alpha1/publish", "bulk publish"),
-    ("/v1.0/bindings", "bindings"),
     ("/v1.0/workflows", "workflows"),
     ("/v1.0-beta1/workflows", "workflows"),
     ("/v1.0-alpha1/workflows", "workflows"),
@@ -162,7 +176,7 @@ async fn observe(
     }
     let status = response.status().as_u16();
     trace.finish(
-        &format!("{method} {path}"),
+        || format!("{method} {path}"),
         runtime.configuration.tracing.stdout,
     );
     runtime
@@ -510,6 +524,222 @@ async fn shutdown(State(runtime): State<Arc<Runtime>>) -> Response {
     tracing::info!(app_id = %runtime.app_id, "shutdown requested through the API");
     runtime.shutdown.cancel();
     StatusCode::NO_CONTENT.into_response()
+}
+
+fn query_metadata_sorted(query: &HashMap<String, String>) -> BTreeMap<String, String> {
+    query_metadata(query).into_iter().collect()
+}
+
+async fn publish(
+    State(runtime): State<Arc<Runtime>>,
+    Path((pubsub, topic)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    request: Request,
+) -> Response {
+    let trace = request_trace(&request, &runtime);
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = match axum::body::to_bytes(request.into_body(), MAX_BODY).await {
+        Ok(body) => body,
+        Err(error) => return publish_error(&pubsub, &topic, &error.to_string()).into_response(),
+    };
+    match runtime
+        .publish_event(
+            &pubsub,
+            &topic,
+            &body,
+            &content_type,
+            query_metadata_sorted(&query),
+            &trace,
+        )
+        .await
+    {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn publish_no_topic(
+    State(runtime): State<Arc<Runtime>>,
+    Path(pubsub): Path<String>,
+    request: Request,
+) -> Response {
+    let trace = request_trace(&request, &runtime);
+    match runtime
+        .publish_event(&pubsub, "", &[], "", BTreeMap::new(), &trace)
+        .await
+    {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HttpBulkEntry {
+    #[serde(default)]
+    entry_id: String,
+    #[serde(default)]
+    event: serde_json::Value,
+    #[serde(default)]
+    content_type: String,
+    #[serde(default)]
+    metadata: Option<BTreeMap<String, String>>,
+}
+
+/// daprd's `ConvertEventToBytes`: how a bulk entry's JSON `event` becomes bytes, by content type.
+fn entry_bytes(entry: &HttpBulkEntry) -> Option<Bytes> {
+    let media = entry
+        .content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match (media.as_str(), &entry.event) {
+        ("application/octet-stream", serde_json::Value::String(text)) => {
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .ok()
+                .map(Bytes::from)
+        }
+        (media, serde_json::Value::String(text))
+            if media.starts_with("text/") || media == "application/xml" =>
+        {
+            Some(Bytes::from(text.clone()))
+        }
+        ("application/json" | "application/cloudevents+json", event) => {
+            serde_json::to_vec(event).ok().map(Bytes::from)
+        }
+        _ => None,
+    }
+}
+
+async fn bulk_publish(
+    State(runtime): State<Arc<Runtime>>,
+    Path((pubsub, topic)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    request: Request,
+) -> Response {
+    let trace = request_trace(&request, &runtime);
+    let result = async {
+        let body = axum::body::to_bytes(request.into_body(), MAX_BODY)
+            .await
+            .map_err(|e| ApiError::malformed(e.to_string()))?;
+        let entries: Vec<HttpBulkEntry> = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                tonic::Code::InvalidArgument,
+                "ERR_PUBSUB_EVENTS_SER",
+                format!("error when unmarshaling the request for topic {topic} pubsub {pubsub}: {e}"),
+            )
+        })?;
+        let entries = entries
+            .into_iter()
+            .map(|entry| {
+                let event = entry_bytes(&entry).ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        tonic::Code::InvalidArgument,
+                        "ERR_PUBSUB_EVENTS_SER",
+                        format!(
+                            "error when marshalling cloud event envelope for topic {topic} pubsub {pubsub}: error: mismatch between contentType and event"
+                        ),
+                    )
+                })?;
+                Ok(BulkEntry {
+                    entry_id: entry.entry_id,
+                    event,
+                    content_type: entry.content_type,
+                    metadata: entry.metadata,
+                })
+            })
+            .collect::<Result<Vec<_>, ApiError>>()?;
+        runtime
+            .bulk_publish_events(&pubsub, &topic, entries, &query_metadata_sorted(&query), &trace)
+            .await
+    }
+    .await;
+    match result {
+        Ok(failed) if failed.is_empty() => StatusCode::NO_CONTENT.into_response(),
+        // daprd's answer to a partial failure is not its usual error shape.
+        Ok(failed) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(serde_json::json!({
+                "failedEntries": failed
+                    .iter()
+                    .map(|f| serde_json::json!({"entryId": f.entry_id, "error": f.error}))
+                    .collect::<Vec<_>>(),
+                "errorCode": "ERR_PUBSUB_PUBLISH_MESSAGE",
+            })),
+        )
+            .into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct HttpBindingRequest {
+    #[serde(default)]
+    data: Option<Box<RawValue>>,
+    #[serde(default)]
+    metadata: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    operation: String,
+}
+
+async fn invoke_binding(
+    State(runtime): State<Arc<Runtime>>,
+    Path(name): Path<String>,
+    request: Request,
+) -> Response {
+    let trace = request_trace(&request, &runtime);
+    let parsed = async {
+        let body = axum::body::to_bytes(request.into_body(), MAX_BODY)
+            .await
+            .map_err(|e| ApiError::malformed(e.to_string()))?;
+        let request: HttpBindingRequest = parse_json(&body)?;
+        // As daprd: `data` reaches the component as its JSON encoding (a string keeps its quotes).
+        let data = json_value(request.data.as_deref())?;
+        Ok::<_, ApiError>((
+            data,
+            request.metadata.unwrap_or_default(),
+            request.operation,
+        ))
+    }
+    .await;
+    let (data, metadata, operation) = match parsed {
+        Ok(parsed) => parsed,
+        Err(error) => return error.into_response(),
+    };
+    let (mut response, metadata) = match runtime
+        .invoke_binding(&name, data, metadata, operation, &trace)
+        .await
+    {
+        Ok(Some(answer)) => {
+            let mut response = Response::new(Body::from(answer.data));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            (response, answer.metadata)
+        }
+        Ok(None) => (StatusCode::NO_CONTENT.into_response(), BTreeMap::new()),
+        Err(failure) => (failure.error.into_response(), failure.metadata),
+    };
+    for (key, value) in metadata {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::try_from(format!("metadata.{key}").to_ascii_lowercase()),
+            HeaderValue::from_str(&value),
+        ) {
+            response.headers_mut().append(name, value);
+        }
+    }
+    response
 }
 
 fn request_trace(request: &Request, runtime: &Runtime) -> RequestTrace {

@@ -63,7 +63,7 @@ async fn call_local(State(runtime): State<Arc<Runtime>>, mut request: Request) -
     trace.inject(request.headers_mut());
     let result = runtime.app.send(request).await;
     trace.finish(
-        &format!("CallLocal/{}/{method}", runtime.app_id),
+        || format!("CallLocal/{}/{method}", runtime.app_id),
         runtime.configuration.tracing.stdout,
     );
     match result {

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::resources::duration;
 use crate::runtime::Runtime;
+use crate::subscriber::SubscriptionKind;
 
 /// The version of the Dapr API this sidecar implements; SDKs read it from the metadata API.
 pub const DAPR_RUNTIME_VERSION: &str = "1.17.0";
@@ -21,6 +22,8 @@ pub(crate) struct MetadataSnapshot {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) components: Vec<ComponentJson>,
     pub(crate) extended: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) subscriptions: Vec<SubscriptionJson>,
     pub(crate) app_connection_properties: AppConnectionJson,
     pub(crate) actor_runtime: ActorRuntimeJson,
 }
@@ -34,6 +37,29 @@ pub(crate) struct ComponentJson {
     pub(crate) version: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) capabilities: Vec<String>,
+}
+
+/// A subscription as daprd lists it (the field names mix conventions, as daprd's do).
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct SubscriptionJson {
+    pub(crate) pubsubname: String,
+    pub(crate) topic: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) metadata: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) rules: Vec<RuleJson>,
+    #[serde(rename = "deadLetterTopic")]
+    pub(crate) dead_letter_topic: String,
+    #[serde(rename = "type")]
+    pub(crate) kind: SubscriptionKind,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct RuleJson {
+    #[serde(rename = "match", skip_serializing_if = "String::is_empty")]
+    pub(crate) match_expr: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub(crate) path: String,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -95,6 +121,37 @@ impl Runtime {
                 })
                 .collect(),
             extended,
+            subscriptions: self
+                .subscriptions
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|known| {
+                    let def = &known.def;
+                    let mut rules: Vec<RuleJson> = def
+                        .rules
+                        .iter()
+                        .map(|rule| RuleJson {
+                            match_expr: rule.match_expr.clone(),
+                            path: rule.path.clone(),
+                        })
+                        .collect();
+                    if let Some(default) = &def.default_route {
+                        rules.push(RuleJson {
+                            match_expr: String::new(),
+                            path: default.clone(),
+                        });
+                    }
+                    SubscriptionJson {
+                        pubsubname: def.pubsub_name.clone(),
+                        topic: def.topic.clone(),
+                        metadata: def.metadata.clone(),
+                        rules,
+                        dead_letter_topic: def.dead_letter_topic.clone().unwrap_or_default(),
+                        kind: known.kind,
+                    }
+                })
+                .collect(),
             app_connection_properties: AppConnectionJson {
                 port: options.app_port,
                 protocol: "http".into(),

@@ -18,6 +18,7 @@ use crate::resources::{ComponentDef, ComponentMetadata, ResourceError};
 pub use memory::MemoryStore;
 pub use postgres::PostgresStore;
 pub use redis::RedisStore;
+pub(crate) use redis::client as redis_client;
 pub use sqlite::SqliteStore;
 
 /// The component types this module builds.

@@ -72,56 +72,61 @@ end
 return #KEYS
 "#;
 
+/// A Redis client from components-contrib's connection metadata (`redisHost`, `redisPort`,
+/// `redisUsername`, `redisPassword`, `redisDB`), shared by the state store and pub/sub.
+pub(crate) fn client(metadata: &ComponentMetadata) -> Result<redis::Client, ResourceError> {
+    if metadata.bool("enableTLS", false)? {
+        return Err(metadata.error(
+            "enableTLS",
+            "TLS to Redis is not supported by the local sidecar",
+        ));
+    }
+    if let Some(kind) = metadata
+        .get("redisType")
+        .filter(|t| !t.eq_ignore_ascii_case("node"))
+    {
+        return Err(metadata.error(
+            "redisType",
+            format!("{kind:?} is not supported by the local sidecar (only `node`)"),
+        ));
+    }
+    let host = metadata.get("redisHost").unwrap_or("localhost:6379");
+    let host = match metadata.get("redisPort") {
+        Some(port) if !host.contains(':') => format!("{host}:{port}"),
+        Some(_) => {
+            return Err(metadata.error("redisPort", "is set, but `redisHost` already has a port"));
+        }
+        None if host.contains(':') => host.to_owned(),
+        None => format!("{host}:6379"),
+    };
+    let (hostname, port) = host
+        .rsplit_once(':')
+        .and_then(|(h, p)| p.parse::<u16>().ok().map(|p| (h.to_owned(), p)))
+        .ok_or_else(|| metadata.error("redisHost", format!("expected host:port, got {host:?}")))?;
+    let db = metadata.parse::<i64>("redisDB")?.unwrap_or(0);
+    let mut settings = redis::RedisConnectionInfo::default().set_db(db);
+    if let Some(username) = metadata.get("redisUsername") {
+        settings = settings.set_username(username);
+    }
+    if let Some(password) = metadata.get("redisPassword") {
+        settings = settings.set_password(password);
+    }
+    let info =
+        redis::IntoConnectionInfo::into_connection_info(redis::ConnectionAddr::Tcp(hostname, port))
+            .map_err(|e| metadata.error("redisHost", format!("invalid Redis address: {e}")))?
+            .set_redis_settings(settings);
+    redis::Client::open(info)
+        .map_err(|e| metadata.error("redisHost", format!("invalid Redis address: {e}")))
+}
+
 impl RedisStore {
     /// Connects to `redisHost` and checks the server answers.
     pub async fn connect(metadata: &ComponentMetadata) -> Result<Self, ResourceError> {
-        if metadata.bool("enableTLS", false)? {
-            return Err(metadata.error(
-                "enableTLS",
-                "TLS to Redis is not supported by the local sidecar",
-            ));
-        }
-        if let Some(kind) = metadata
-            .get("redisType")
-            .filter(|t| !t.eq_ignore_ascii_case("node"))
-        {
-            return Err(metadata.error(
-                "redisType",
-                format!("{kind:?} is not supported by the local sidecar (only `node`)"),
-            ));
-        }
-        let host = metadata.get("redisHost").unwrap_or("localhost:6379");
-        let host = match metadata.get("redisPort") {
-            Some(port) if !host.contains(':') => format!("{host}:{port}"),
-            Some(_) => {
-                return Err(
-                    metadata.error("redisPort", "is set, but `redisHost` already has a port")
-                );
-            }
-            None if host.contains(':') => host.to_owned(),
-            None => format!("{host}:6379"),
-        };
-        let (hostname, port) = host
-            .rsplit_once(':')
-            .and_then(|(h, p)| p.parse::<u16>().ok().map(|p| (h.to_owned(), p)))
-            .ok_or_else(|| {
-                metadata.error("redisHost", format!("expected host:port, got {host:?}"))
-            })?;
-        let db = metadata.parse::<i64>("redisDB")?.unwrap_or(0);
-        let mut settings = redis::RedisConnectionInfo::default().set_db(db);
-        if let Some(username) = metadata.get("redisUsername") {
-            settings = settings.set_username(username);
-        }
-        if let Some(password) = metadata.get("redisPassword") {
-            settings = settings.set_password(password);
-        }
-        let info = redis::IntoConnectionInfo::into_connection_info(redis::ConnectionAddr::Tcp(
-            hostname, port,
-        ))
-        .map_err(|e| metadata.error("redisHost", format!("invalid Redis address: {e}")))?
-        .set_redis_settings(settings);
-        let client = redis::Client::open(info)
-            .map_err(|e| metadata.error("redisHost", format!("invalid Redis address: {e}")))?;
+        let client = client(metadata)?;
+        let host = metadata
+            .get("redisHost")
+            .unwrap_or("localhost:6379")
+            .to_owned();
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(Some(Duration::from_secs(20)))

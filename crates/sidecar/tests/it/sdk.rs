@@ -21,12 +21,18 @@ async fn topology() -> (TestSidecar, TestSidecar) {
     let echo = Router::new().fallback(any(|request: Request| async move {
         let method = request.method().to_string();
         let uri = request.uri().to_string();
-        let body = axum::body::to_bytes(request.into_body(), usize::MAX).await.unwrap_or_default();
+        let body = axum::body::to_bytes(request.into_body(), usize::MAX)
+            .await
+            .unwrap_or_default();
         axum::Json(json!({"method": method, "uri": uri, "body": String::from_utf8_lossy(&body)}))
     }));
     let topology = Topology::in_process();
     let port = serve(echo).await;
-    let echo = sidecar("echo").topology(&topology).app_port(port).start().await;
+    let echo = sidecar("echo")
+        .topology(&topology)
+        .app_port(port)
+        .start()
+        .await;
     let client = sidecar("sdk-client")
         .topology(&topology)
         .memory_store("statestore")
@@ -48,7 +54,9 @@ fn sdk_dir() -> PathBuf {
 fn configured(variable: &str) -> Option<String> {
     match std::env::var(variable) {
         Ok(value) if !value.is_empty() => Some(value),
-        _ if std::env::var_os("CI").is_some() => panic!("{variable} must be set under CI (.ci/run sets it)"),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("{variable} must be set under CI (.ci/run sets it)")
+        }
         _ => {
             eprintln!("skipped: {variable} is not set; run .ci/run to install the SDKs");
             None
@@ -70,13 +78,21 @@ async fn run(mut command: tokio::process::Command, sidecar: &TestSidecar) {
         .expect("the SDK script runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "the SDK script failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(stdout.contains(": ok"), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        output.status.success(),
+        "the SDK script failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stdout.contains(": ok"),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_sdk_works_against_the_sidecar() {
-    let Some(python) = configured("SIDECAR_SDK_PYTHON") else { return };
+    let Some(python) = configured("SIDECAR_SDK_PYTHON") else {
+        return;
+    };
     let (client, _echo) = topology().await;
     let mut command = tokio::process::Command::new(python);
     command.arg(sdk_dir().join("python_sdk.py"));
@@ -85,11 +101,14 @@ async fn the_python_sdk_works_against_the_sidecar() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_javascript_sdk_works_against_the_sidecar() {
-    let Some(node_dir) = configured("SIDECAR_SDK_NODE") else { return };
+    let Some(node_dir) = configured("SIDECAR_SDK_NODE") else {
+        return;
+    };
     let (client, _echo) = topology().await;
     // ES modules resolve packages from the script's own directory upwards.
     let script = Path::new(&node_dir).join("js_sdk.mjs");
-    std::fs::copy(sdk_dir().join("js_sdk.mjs"), &script).expect("copy the script next to node_modules");
+    std::fs::copy(sdk_dir().join("js_sdk.mjs"), &script)
+        .expect("copy the script next to node_modules");
     let mut command = tokio::process::Command::new("node");
     command.arg(&script);
     run(command, &client).await;

@@ -285,11 +285,7 @@ async fn build_store(
     let app_id = unique("app");
     let set = sidecar::resources::load_resources(&[dir.path().to_path_buf()], &app_id, None)
         .expect("component parses");
-    let context = sidecar::components::ComponentContext {
-        app_id: app_id.clone(),
-        namespace: None,
-        working_dir: dir.path().to_path_buf(),
-    };
+    let context = sidecar::components::ComponentContext::new(app_id.clone(), dir.path());
     let mut components = sidecar::components::Components::load(&set.components, &context)
         .await
         .expect("store initialises");

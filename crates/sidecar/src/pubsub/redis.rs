@@ -1,0 +1,364 @@
+//! `pubsub.redis`: Redis Streams, laid out as components-contrib's: one stream per topic,
+//! entries with a `data` field and a JSON `metadata` field, one consumer group per `consumerID`
+//! (created from the start of the stream).
+//!
+//! Entries are acknowledged (`XACK`) only after the app's success. A failed entry stays pending
+//! and is reclaimed (`XPENDING` + `XCLAIM`) once idle for `processingTimeout`, by whichever
+//! replica of the group looks first, so a crashed consumer's work is picked up too.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow};
+use async_trait::async_trait;
+use bytes::Bytes;
+use redis::aio::{ConnectionManager, MultiplexedConnection};
+use redis::streams::{
+    StreamClaimReply, StreamId, StreamPendingCountReply, StreamReadOptions, StreamReadReply,
+};
+use redis::{AsyncCommands as _, Value};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::{Features, Handler, HandlerError, Message, PubSub, PublishRequest, SubscribeRequest};
+use crate::resources::{ComponentMetadata, ResourceError};
+
+struct Settings {
+    client: redis::Client,
+    consumer_id: String,
+    processing_timeout: Duration,
+    redeliver_interval: Duration,
+    queue_depth: usize,
+    concurrency: usize,
+    max_len_approx: Option<usize>,
+    read_block: Duration,
+}
+
+/// The Redis Streams pub/sub component.
+pub(super) struct RedisStreams {
+    settings: Arc<Settings>,
+    connection: ConnectionManager,
+}
+
+/// A Redis duration: a Go duration, or a bare number of milliseconds (components-contrib's
+/// Redis settings read integers as milliseconds).
+fn redis_duration(
+    metadata: &ComponentMetadata,
+    name: &str,
+    default: Duration,
+) -> Result<Duration, ResourceError> {
+    Ok(metadata
+        .duration(name, Duration::from_millis(1))?
+        .unwrap_or(default))
+}
+
+impl RedisStreams {
+    pub(super) async fn connect(
+        metadata: &ComponentMetadata,
+        consumer_id: String,
+    ) -> Result<Self, ResourceError> {
+        let client = crate::state::redis_client(metadata)?;
+        let settings = Settings {
+            client: client.clone(),
+            consumer_id,
+            processing_timeout: redis_duration(
+                metadata,
+                "processingTimeout",
+                Duration::from_secs(60),
+            )?,
+            redeliver_interval: redis_duration(
+                metadata,
+                "redeliverInterval",
+                Duration::from_secs(15),
+            )?,
+            queue_depth: metadata.parse::<usize>("queueDepth")?.unwrap_or(100).max(1),
+            concurrency: metadata.parse::<usize>("concurrency")?.unwrap_or(10).max(1),
+            max_len_approx: metadata.parse::<usize>("maxLenApprox")?.filter(|n| *n > 0),
+            read_block: redis_duration(metadata, "readTimeout", Duration::from_secs(2))?
+                .max(Duration::from_millis(100))
+                .min(Duration::from_secs(5)),
+        };
+        let connection =
+            tokio::time::timeout(Duration::from_secs(10), ConnectionManager::new(client))
+                .await
+                .map_err(|_| metadata.error("redisHost", "timed out connecting to Redis"))?
+                .map_err(|e| {
+                    metadata.error("redisHost", format!("cannot connect to Redis: {e}"))
+                })?;
+        Ok(Self {
+            settings: Arc::new(settings),
+            connection,
+        })
+    }
+}
+
+#[async_trait]
+impl PubSub for RedisStreams {
+    fn features(&self) -> Features {
+        Features::default()
+    }
+
+    async fn publish(&self, request: &PublishRequest) -> anyhow::Result<()> {
+        let mut connection = self.connection.clone();
+        let metadata = serde_json::to_string(&request.metadata)?;
+        let mut command = redis::cmd("XADD");
+        command.arg(&request.topic);
+        if let Some(max) = self.settings.max_len_approx {
+            command.arg("MAXLEN").arg("~").arg(max);
+        }
+        command
+            .arg("*")
+            .arg("data")
+            .arg(request.data.as_ref())
+            .arg("metadata")
+            .arg(metadata);
+        let _: String = tokio::time::timeout(
+            Duration::from_secs(10),
+            command.query_async(&mut connection),
+        )
+        .await
+        .map_err(|_| anyhow!("timed out publishing to Redis"))?
+        .context("XADD failed")?;
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequest,
+        handler: Handler,
+        stop: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut connection = self.connection.clone();
+        create_group(&mut connection, &request.topic, &self.settings.consumer_id).await?;
+        let subscription = Arc::new(Subscription {
+            settings: self.settings.clone(),
+            topic: request.topic,
+            consumer: format!(
+                "{}-{}",
+                self.settings.consumer_id,
+                uuid::Uuid::new_v4().simple()
+            ),
+            handler,
+            workers: Arc::new(Semaphore::new(self.settings.concurrency)),
+            connection,
+        });
+        tokio::spawn(subscription.clone().poll_new(stop.clone()));
+        if !self.settings.processing_timeout.is_zero()
+            && !self.settings.redeliver_interval.is_zero()
+        {
+            tokio::spawn(subscription.reclaim_pending(stop));
+        }
+        Ok(())
+    }
+
+    async fn ping(&self) -> anyhow::Result<()> {
+        let mut connection = self.connection.clone();
+        let _: String = redis::cmd("PING").query_async(&mut connection).await?;
+        Ok(())
+    }
+}
+
+async fn create_group(
+    connection: &mut ConnectionManager,
+    topic: &str,
+    group: &str,
+) -> anyhow::Result<()> {
+    let created: redis::RedisResult<String> =
+        connection.xgroup_create_mkstream(topic, group, "0").await;
+    match created {
+        Ok(_) => Ok(()),
+        Err(error) if error.to_string().contains("BUSYGROUP") => Ok(()),
+        Err(error) => {
+            Err(anyhow!(error).context(format!("cannot create consumer group {group} on {topic}")))
+        }
+    }
+}
+
+struct Subscription {
+    settings: Arc<Settings>,
+    topic: String,
+    consumer: String,
+    handler: Handler,
+    workers: Arc<Semaphore>,
+    connection: ConnectionManager,
+}
+
+impl Subscription {
+    fn group(&self) -> &str {
+        &self.settings.consumer_id
+    }
+
+    /// Reads new entries with a blocking `XREADGROUP` on a connection of its own.
+    async fn poll_new(self: Arc<Self>, stop: CancellationToken) {
+        let mut reader: Option<MultiplexedConnection> = None;
+        let mut backoff = Duration::from_millis(100);
+        while !stop.is_cancelled() {
+            if reader.is_none() {
+                match self
+                    .settings
+                    .client
+                    .get_multiplexed_async_connection()
+                    .await
+                {
+                    Ok(connection) => reader = Some(connection),
+                    Err(error) => {
+                        tracing::warn!(%error, topic = %self.topic, "cannot connect to Redis; retrying");
+                        if sleep_or_stop(backoff, &stop).await {
+                            return;
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                        continue;
+                    }
+                }
+            }
+            let Some(connection) = reader.as_mut() else {
+                continue;
+            };
+            let options = StreamReadOptions::default()
+                .group(self.group(), &self.consumer)
+                .count(self.settings.queue_depth)
+                .block(usize::try_from(self.settings.read_block.as_millis()).unwrap_or(2000));
+            let topics = [self.topic.as_str()];
+            let read: redis::RedisResult<StreamReadReply> = tokio::select! {
+                read = connection.xread_options(&topics, &[">"], &options) => read,
+                () = stop.cancelled() => return,
+            };
+            match read {
+                Ok(reply) => {
+                    backoff = Duration::from_millis(100);
+                    for key in reply.keys {
+                        for entry in key.ids {
+                            self.clone().dispatch(entry, &stop).await;
+                        }
+                    }
+                }
+                Err(error) => {
+                    if error.to_string().contains("NOGROUP") {
+                        let mut connection = self.connection.clone();
+                        if let Err(error) =
+                            create_group(&mut connection, &self.topic, self.group()).await
+                        {
+                            tracing::warn!(error = %format!("{error:#}"), "cannot recreate the consumer group");
+                        }
+                    } else {
+                        tracing::warn!(%error, topic = %self.topic, "reading from Redis failed; retrying");
+                        reader = None;
+                    }
+                    if sleep_or_stop(backoff, &stop).await {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    /// Hands an entry to a worker (at most `concurrency` at once).
+    async fn dispatch(self: Arc<Self>, entry: StreamId, stop: &CancellationToken) {
+        let permit = tokio::select! {
+            permit = self.workers.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+            () = stop.cancelled() => return,
+        };
+        tokio::spawn(async move {
+            self.process(entry).await;
+            drop(permit);
+        });
+    }
+
+    async fn process(&self, entry: StreamId) {
+        let data = match entry.map.get("data") {
+            Some(Value::BulkString(bytes)) => Bytes::copy_from_slice(bytes),
+            Some(Value::SimpleString(text)) => Bytes::from(text.clone()),
+            _ => Bytes::new(),
+        };
+        let metadata: BTreeMap<String, String> = match entry.map.get("metadata") {
+            Some(Value::BulkString(bytes)) => serde_json::from_slice(bytes).unwrap_or_default(),
+            _ => BTreeMap::new(),
+        };
+        let message = Message {
+            topic: self.topic.clone(),
+            data,
+            metadata,
+        };
+        match (self.handler)(message).await {
+            Ok(()) => {
+                let mut connection = self.connection.clone();
+                let acked: redis::RedisResult<i64> = connection
+                    .xack(&self.topic, self.group(), &[&entry.id])
+                    .await;
+                if let Err(error) = acked {
+                    tracing::warn!(%error, id = %entry.id, "XACK failed; the entry will be delivered again");
+                }
+            }
+            // Not acknowledged: the entry stays pending and is reclaimed after processingTimeout.
+            Err(HandlerError::Retry | HandlerError::Shutdown) => {}
+        }
+    }
+
+    /// Every `redeliverInterval`, claims entries pending for longer than `processingTimeout`
+    /// (this consumer's failures, or a dead replica's) and delivers them again.
+    async fn reclaim_pending(self: Arc<Self>, stop: CancellationToken) {
+        let idle = self.settings.processing_timeout;
+        loop {
+            if sleep_or_stop(self.settings.redeliver_interval, &stop).await {
+                return;
+            }
+            let mut connection = self.connection.clone();
+            let pending: redis::RedisResult<StreamPendingCountReply> = connection
+                .xpending_count(
+                    &self.topic,
+                    self.group(),
+                    "-",
+                    "+",
+                    self.settings.queue_depth,
+                )
+                .await;
+            let ids: Vec<String> = match pending {
+                Ok(reply) => reply
+                    .ids
+                    .into_iter()
+                    .filter(|p| {
+                        u128::try_from(p.last_delivered_ms).unwrap_or(0) >= idle.as_millis()
+                    })
+                    .map(|p| p.id)
+                    .collect(),
+                Err(error) => {
+                    tracing::warn!(%error, topic = %self.topic, "XPENDING failed");
+                    continue;
+                }
+            };
+            if ids.is_empty() {
+                continue;
+            }
+            let claimed: redis::RedisResult<StreamClaimReply> = connection
+                .xclaim(
+                    &self.topic,
+                    self.group(),
+                    &self.consumer,
+                    u64::try_from(idle.as_millis()).unwrap_or(u64::MAX),
+                    &ids,
+                )
+                .await;
+            match claimed {
+                Ok(reply) => {
+                    for entry in reply.ids {
+                        self.clone().dispatch(entry, &stop).await;
+                    }
+                }
+                Err(error) => tracing::warn!(%error, topic = %self.topic, "XCLAIM failed"),
+            }
+        }
+    }
+}
+
+/// Sleeps unless stopped first; returns whether `stop` was cancelled.
+async fn sleep_or_stop(duration: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(duration) => false,
+        () = stop.cancelled() => true,
+    }
+}
