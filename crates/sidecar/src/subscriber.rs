@@ -148,11 +148,7 @@ impl Runtime {
                 None => known.push(programmatic),
             }
         }
-        *self
-            .subscriptions
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = known.clone();
-        for subscription in known {
+        for subscription in &known {
             if let Err(error) = self.subscribe(&subscription.def).await {
                 tracing::error!(
                     pubsub = %subscription.def.pubsub_name,
@@ -162,6 +158,12 @@ impl Runtime {
                 );
             }
         }
+        // Listed once every subscription was attempted, so the metadata API also tells when
+        // consuming has begun.
+        *self
+            .subscriptions
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = known;
     }
 
     /// `GET /dapr/subscribe`; transport errors are retried a few times, a 404 means none.

@@ -3,6 +3,7 @@
 
 mod health_metadata;
 mod invoke;
+mod pubsub;
 mod resources;
 mod sdk;
 mod secrets;
