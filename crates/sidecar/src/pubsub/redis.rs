@@ -79,13 +79,18 @@ impl RedisStreams {
                 .max(Duration::from_millis(100))
                 .min(Duration::from_secs(5)),
         };
-        let connection =
-            tokio::time::timeout(Duration::from_secs(10), ConnectionManager::new(client))
-                .await
-                .map_err(|_| metadata.error("redisHost", "timed out connecting to Redis"))?
-                .map_err(|e| {
-                    metadata.error("redisHost", format!("cannot connect to Redis: {e}"))
-                })?;
+        // Quick to give up, so a publish while Redis is down fails fast instead of hanging.
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(2);
+        let connection = tokio::time::timeout(
+            Duration::from_secs(10),
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| metadata.error("redisHost", "timed out connecting to Redis"))?
+        .map_err(|e| metadata.error("redisHost", format!("cannot connect to Redis: {e}")))?;
         Ok(Self {
             settings: Arc::new(settings),
             connection,

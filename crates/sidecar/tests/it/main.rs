@@ -4,6 +4,7 @@
 mod health_metadata;
 mod invoke;
 mod pubsub;
+mod pubsub_durability;
 mod resources;
 mod sdk;
 mod secrets;

@@ -132,38 +132,48 @@ async fn receive(State(inbox): State<Inbox>, request: Request) -> Response {
         .await
         .unwrap_or_default();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    // A bulk delivery carries entries; each gets its own status.
+    let entries: Vec<(Value, Value)> = match body.get("entries").and_then(Value::as_array) {
+        Some(entries) => entries
+            .iter()
+            .map(|e| (e["entryId"].clone(), e["event"].clone()))
+            .collect(),
+        None => vec![(Value::Null, body.clone())],
+    };
+    let mut replies = Vec::new();
+    for (entry_id, event) in entries {
+        replies.push((entry_id, inbox.answer(&path, &event)));
+        inbox.deliveries.lock().expect("lock").push(Delivery {
+            path: path.clone(),
+            headers: headers.clone(),
+            event,
+        });
+    }
+    // Recorded on arrival, answered after the app's (simulated) work.
+    inbox.arrived.notify_waiters();
     let delay = *inbox.delay.lock().expect("lock");
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    // A bulk delivery carries entries; each gets its own status.
-    if let Some(entries) = body.get("entries").and_then(Value::as_array) {
-        let mut statuses = Vec::new();
-        for entry in entries {
-            let event = entry["event"].clone();
-            let status = match inbox.answer(&path, &event) {
-                Reply::Success => "SUCCESS",
-                Reply::Drop | Reply::NotFound => "DROP",
-                Reply::RetryAlways | Reply::RetryFirst(_) => "RETRY",
-            };
-            inbox.deliveries.lock().expect("lock").push(Delivery {
-                path: path.clone(),
-                headers: headers.clone(),
-                event,
-            });
-            statuses.push(json!({"entryId": entry["entryId"], "status": status}));
-        }
-        inbox.arrived.notify_waiters();
+    if body.get("entries").is_some() {
+        let statuses: Vec<Value> = replies
+            .into_iter()
+            .map(|(entry_id, reply)| {
+                let status = match reply {
+                    Reply::Success => "SUCCESS",
+                    Reply::Drop | Reply::NotFound => "DROP",
+                    Reply::RetryAlways | Reply::RetryFirst(_) => "RETRY",
+                };
+                json!({"entryId": entry_id, "status": status})
+            })
+            .collect();
         return axum::Json(json!({"statuses": statuses})).into_response();
     }
-    let reply = inbox.answer(&path, &body);
-    inbox.deliveries.lock().expect("lock").push(Delivery {
-        path,
-        headers,
-        event: body,
-    });
-    inbox.arrived.notify_waiters();
-    match reply {
+    match replies
+        .first()
+        .map(|(_, reply)| *reply)
+        .unwrap_or(Reply::Success)
+    {
         Reply::Success => axum::Json(json!({"status": "SUCCESS"})).into_response(),
         Reply::RetryAlways | Reply::RetryFirst(_) => {
             axum::Json(json!({"status": "RETRY"})).into_response()
