@@ -1,9 +1,11 @@
 //! Black-box tests of the sidecar: real sidecars on port 0, talked to over HTTP and gRPC, with
 //! the real local PostgreSQL and Redis behind the stores that need them.
 
+mod bindings;
 mod health_metadata;
 mod invoke;
 mod pubsub;
+mod pubsub_api;
 mod pubsub_durability;
 mod resources;
 mod sdk;
