@@ -12,11 +12,13 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use async_trait::async_trait;
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
+use rdkafka::{ClientConfig, ClientContext};
 use tokio_util::sync::CancellationToken;
 
 use super::{Features, Handler, HandlerError, Message, PubSub, PublishRequest, SubscribeRequest};
@@ -173,7 +175,9 @@ impl PubSub for Kafka {
             .set("auto.offset.reset", self.settings.initial_offset)
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "3000");
-        let consumer: StreamConsumer = config.create().context("cannot create a Kafka consumer")?;
+        let consumer: StreamConsumer<CommitOnRevoke> = config
+            .create_with_context(CommitOnRevoke)
+            .context("cannot create a Kafka consumer")?;
         consumer
             .subscribe(&[request.topic.as_str()])
             .with_context(|| format!("cannot subscribe to {}", request.topic))?;
@@ -198,8 +202,24 @@ impl PubSub for Kafka {
     }
 }
 
+/// Commits what was processed before partitions move to another consumer, so a rebalance does
+/// not hand finished work out again.
+struct CommitOnRevoke;
+
+impl ClientContext for CommitOnRevoke {}
+
+impl ConsumerContext for CommitOnRevoke {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(_) = rebalance
+            && let Err(error) = consumer.commit_consumer_state(CommitMode::Sync)
+        {
+            tracing::debug!(%error, "no offsets to commit before the rebalance");
+        }
+    }
+}
+
 async fn consume(
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<CommitOnRevoke>,
     handler: Handler,
     stop: CancellationToken,
     retry_interval: Duration,

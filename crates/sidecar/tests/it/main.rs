@@ -2,6 +2,7 @@
 //! the real local PostgreSQL and Redis behind the stores that need them.
 
 mod bindings;
+mod component_sets;
 mod health_metadata;
 mod invoke;
 mod pubsub;

@@ -191,7 +191,7 @@ pub(crate) struct Broker {
     _guard: Option<Cleanup>,
 }
 
-pub(crate) struct Cleanup(Box<dyn FnMut() + Send>);
+pub(crate) struct Cleanup(pub(crate) Box<dyn FnMut() + Send>);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {

@@ -22,7 +22,10 @@ async fn publisher(topology: &Topology, component: &str) -> TestSidecar {
 
 async fn subscribed(topology: &Topology, inbox: &Inbox, extra: &[(&str, &str)]) -> TestSidecar {
     let port = serve(inbox.router()).await;
-    let mut builder = sidecar("orders").topology(topology).app_port(port).resource("pubsub.yaml", MEMORY);
+    let mut builder = sidecar("orders")
+        .topology(topology)
+        .app_port(port)
+        .resource("pubsub.yaml", MEMORY);
     for (name, yaml) in extra {
         builder = builder.resource(name, *yaml);
     }
@@ -30,8 +33,17 @@ async fn subscribed(topology: &Topology, inbox: &Inbox, extra: &[(&str, &str)]) 
     let url = subscriber.url("/v1.0/metadata");
     assert!(
         eventually(10, || async {
-            let metadata: Value = http().get(&url).send().await.expect("metadata").json().await.expect("json");
-            metadata["subscriptions"].as_array().is_some_and(|s| !s.is_empty())
+            let metadata: Value = http()
+                .get(&url)
+                .send()
+                .await
+                .expect("metadata")
+                .json()
+                .await
+                .expect("json");
+            metadata["subscriptions"]
+                .as_array()
+                .is_some_and(|s| !s.is_empty())
         })
         .await
     );
@@ -50,12 +62,44 @@ async fn publish_errors_follow_dapr() {
         "{MEMORY}  metadata:\n  - name: publishingScopes\n    value: \"publisher=allowed\"\n"
     );
     let publisher = publisher(&topology, &scoped).await;
-    let (status, body) = error(http().post(publisher.url("/v1.0/publish/nope/t")).json(&json!({})).send().await.expect("publish")).await;
-    assert_eq!((status, body["errorCode"].as_str()), (404, Some("ERR_PUBSUB_NOT_FOUND")));
-    let (status, body) = error(http().post(publisher.url("/v1.0/publish/pubsub/")).send().await.expect("publish")).await;
-    assert_eq!((status, body["errorCode"].as_str()), (404, Some("ERR_TOPIC_NAME_EMPTY")));
-    let (status, body) = error(http().post(publisher.url("/v1.0/publish/pubsub/other")).json(&json!({})).send().await.expect("publish")).await;
-    assert_eq!((status, body["errorCode"].as_str()), (403, Some("ERR_PUBSUB_FORBIDDEN")));
+    let (status, body) = error(
+        http()
+            .post(publisher.url("/v1.0/publish/nope/t"))
+            .json(&json!({}))
+            .send()
+            .await
+            .expect("publish"),
+    )
+    .await;
+    assert_eq!(
+        (status, body["errorCode"].as_str()),
+        (404, Some("ERR_PUBSUB_NOT_FOUND"))
+    );
+    let (status, body) = error(
+        http()
+            .post(publisher.url("/v1.0/publish/pubsub/"))
+            .send()
+            .await
+            .expect("publish"),
+    )
+    .await;
+    assert_eq!(
+        (status, body["errorCode"].as_str()),
+        (404, Some("ERR_TOPIC_NAME_EMPTY"))
+    );
+    let (status, body) = error(
+        http()
+            .post(publisher.url("/v1.0/publish/pubsub/other"))
+            .json(&json!({}))
+            .send()
+            .await
+            .expect("publish"),
+    )
+    .await;
+    assert_eq!(
+        (status, body["errorCode"].as_str()),
+        (403, Some("ERR_PUBSUB_FORBIDDEN"))
+    );
     let (status, body) = error(
         http()
             .post(publisher.url("/v1.0/publish/pubsub/allowed"))
@@ -66,7 +110,10 @@ async fn publish_errors_follow_dapr() {
             .expect("publish"),
     )
     .await;
-    assert_eq!((status, body["errorCode"].as_str()), (500, Some("ERR_PUBSUB_CLOUD_EVENTS_SER")));
+    assert_eq!(
+        (status, body["errorCode"].as_str()),
+        (500, Some("ERR_PUBSUB_CLOUD_EVENTS_SER"))
+    );
     let (status, body) = error(
         http()
             .post(publisher.url("/v1.0/publish/pubsub/allowed?metadata.rawPayload=perhaps"))
@@ -76,8 +123,16 @@ async fn publish_errors_follow_dapr() {
             .expect("publish"),
     )
     .await;
-    assert_eq!((status, body["errorCode"].as_str()), (400, Some("ERR_PUBSUB_REQUEST_METADATA")));
-    let ok = http().post(publisher.url("/v1.0/publish/pubsub/allowed")).body("x").send().await.expect("publish");
+    assert_eq!(
+        (status, body["errorCode"].as_str()),
+        (400, Some("ERR_PUBSUB_REQUEST_METADATA"))
+    );
+    let ok = http()
+        .post(publisher.url("/v1.0/publish/pubsub/allowed"))
+        .body("x")
+        .send()
+        .await
+        .expect("publish");
     assert_eq!(ok.status(), 204);
 }
 
@@ -116,11 +171,17 @@ async fn a_cloudevent_body_is_kept_and_raw_payloads_arrive_wrapped() {
 async fn expired_events_are_never_delivered() {
     let topology = Topology::in_process();
     let publisher = publisher(&topology, MEMORY).await;
-    let inbox = Inbox::new(json!([{"pubsubname": "pubsub", "topic": "events", "route": "/events"}]));
+    let inbox =
+        Inbox::new(json!([{"pubsubname": "pubsub", "topic": "events", "route": "/events"}]));
     inbox.slow(Duration::from_millis(1500));
     let _subscriber = subscribed(&topology, &inbox, &[]).await;
     // The first event keeps the (serial) subscriber busy while the second one expires.
-    http().post(publisher.url("/v1.0/publish/pubsub/events")).json(&json!({"n": 1})).send().await.expect("publish");
+    http()
+        .post(publisher.url("/v1.0/publish/pubsub/events"))
+        .json(&json!({"n": 1}))
+        .send()
+        .await
+        .expect("publish");
     http()
         .post(publisher.url("/v1.0/publish/pubsub/events?metadata.ttlInSeconds=1"))
         .json(&json!({"n": 2}))
@@ -128,7 +189,11 @@ async fn expired_events_are_never_delivered() {
         .await
         .expect("publish");
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    let numbers: Vec<i64> = inbox.on("/events").iter().filter_map(|d| d.event["data"]["n"].as_i64()).collect();
+    let numbers: Vec<i64> = inbox
+        .on("/events")
+        .iter()
+        .filter_map(|d| d.event["data"]["n"].as_i64())
+        .collect();
     assert_eq!(numbers, vec![1]);
 }
 
@@ -160,9 +225,17 @@ scopes: [inventory]
 async fn declarative_and_programmatic_subscriptions_are_listed_in_metadata() {
     let topology = Topology::in_process();
     let publisher = publisher(&topology, MEMORY).await;
-    let inbox = Inbox::new(json!([{"pubsubname": "pubsub", "topic": "programmatic", "route": "/p"}]));
+    let inbox =
+        Inbox::new(json!([{"pubsubname": "pubsub", "topic": "programmatic", "route": "/p"}]));
     let subscriber = subscribed(&topology, &inbox, &[("subscriptions.yaml", DECLARATIVE)]).await;
-    let metadata: Value = http().get(subscriber.url("/v1.0/metadata")).send().await.expect("metadata").json().await.expect("json");
+    let metadata: Value = http()
+        .get(subscriber.url("/v1.0/metadata"))
+        .send()
+        .await
+        .expect("metadata")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(
         metadata["subscriptions"],
         json!([
@@ -183,18 +256,28 @@ async fn declarative_and_programmatic_subscriptions_are_listed_in_metadata() {
     let mut client = subscriber.client().await;
     let grpc = client.get_metadata().await.expect("metadata over gRPC");
     assert_eq!(grpc.subscriptions.len(), 2);
-    assert_eq!(grpc.subscriptions[0].r#type, pb::PubsubSubscriptionType::Declarative as i32);
+    assert_eq!(
+        grpc.subscriptions[0].r#type,
+        pb::PubsubSubscriptionType::Declarative as i32
+    );
 }
 
 #[tokio::test]
 async fn the_dapr_crate_publishes_and_bulk_publishes_over_grpc() {
     let topology = Topology::in_process();
     let publisher = publisher(&topology, MEMORY).await;
-    let inbox = Inbox::new(json!([{"pubsubname": "pubsub", "topic": "orders", "route": "/orders"}]));
+    let inbox =
+        Inbox::new(json!([{"pubsubname": "pubsub", "topic": "orders", "route": "/orders"}]));
     let _subscriber = subscribed(&topology, &inbox, &[]).await;
     let mut client = publisher.client().await;
     client
-        .publish_event("pubsub", "orders", "application/json", br#"{"via":"grpc"}"#.to_vec(), None)
+        .publish_event(
+            "pubsub",
+            "orders",
+            "application/json",
+            br#"{"via":"grpc"}"#.to_vec(),
+            None,
+        )
         .await
         .expect("publish");
     let mut raw = publisher.raw_client().await;
@@ -223,7 +306,10 @@ async fn the_dapr_crate_publishes_and_bulk_publishes_over_grpc() {
         .publish_event("nope", "orders", "text/plain", b"x".to_vec(), None)
         .await
         .expect_err("unknown pubsub");
-    assert!(format!("{unknown:?}").contains("InvalidArgument"), "{unknown:?}");
+    assert!(
+        format!("{unknown:?}").contains("InvalidArgument"),
+        "{unknown:?}"
+    );
 }
 
 #[tokio::test]
@@ -236,12 +322,26 @@ async fn bulk_publish_validates_its_entries() {
         json!([{"event": {}, "contentType": "application/json"}]),
         json!([{"entryId": "a", "event": 5, "contentType": "text/plain"}]),
     ] {
-        let (status, body) = error(http().post(&url).json(&entries).send().await.expect("publish")).await;
-        assert_eq!((status, body["errorCode"].as_str()), (400, Some("ERR_PUBSUB_EVENTS_SER")), "{entries}");
+        let (status, body) = error(
+            http()
+                .post(&url)
+                .json(&entries)
+                .send()
+                .await
+                .expect("publish"),
+        )
+        .await;
+        assert_eq!(
+            (status, body["errorCode"].as_str()),
+            (400, Some("ERR_PUBSUB_EVENTS_SER")),
+            "{entries}"
+        );
     }
     let ok = http()
         .post(&url)
-        .json(&json!([{"entryId": "a", "event": "aGk=", "contentType": "application/octet-stream"}]))
+        .json(
+            &json!([{"entryId": "a", "event": "aGk=", "contentType": "application/octet-stream"}]),
+        )
         .send()
         .await
         .expect("publish");

@@ -112,7 +112,11 @@ impl SidecarBuilder {
             std::fs::write(resources.join(name), yaml)?;
         }
         for (name, content) in &self.working_files {
-            std::fs::write(dir.path().join(name), content)?;
+            let path = dir.path().join(name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(path, content)?;
         }
         if let Some(config) = &self.config {
             let path = dir.path().join("config.yaml");
