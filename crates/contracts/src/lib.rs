@@ -59,7 +59,13 @@ pub struct UserRegistered {
     /// When the account was created.
     pub registered_at: DateTime<Utc>,
 }
-event!(UserRegistered, "USER_REGISTERED", USERS, "shop.user.registered.v1", 1);
+event!(
+    UserRegistered,
+    "USER_REGISTERED",
+    USERS,
+    "shop.user.registered.v1",
+    1
+);
 
 /// A product as product events carry it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -88,7 +94,13 @@ pub struct ProductAdded {
     /// The product as added.
     pub product: ProductSnapshot,
 }
-event!(ProductAdded, "PRODUCT_ADDED", PRODUCTS, "shop.product.added.v1", 1);
+event!(
+    ProductAdded,
+    "PRODUCT_ADDED",
+    PRODUCTS,
+    "shop.product.added.v1",
+    1
+);
 
 /// An admin changed a product (`PRODUCT_UPDATED`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -97,7 +109,13 @@ pub struct ProductUpdated {
     /// The product after the change.
     pub product: ProductSnapshot,
 }
-event!(ProductUpdated, "PRODUCT_UPDATED", PRODUCTS, "shop.product.updated.v1", 1);
+event!(
+    ProductUpdated,
+    "PRODUCT_UPDATED",
+    PRODUCTS,
+    "shop.product.updated.v1",
+    1
+);
 
 /// An admin deleted a product (`PRODUCT_DELETED`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -106,7 +124,13 @@ pub struct ProductDeleted {
     /// The deleted product's id.
     pub product_id: Uuid,
 }
-event!(ProductDeleted, "PRODUCT_DELETED", PRODUCTS, "shop.product.deleted.v1", 1);
+event!(
+    ProductDeleted,
+    "PRODUCT_DELETED",
+    PRODUCTS,
+    "shop.product.deleted.v1",
+    1
+);
 
 /// One line of an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -143,7 +167,13 @@ pub struct OrderCreated {
     /// When the order was created.
     pub created_at: DateTime<Utc>,
 }
-event!(OrderCreated, "ORDER_CREATED", ORDERS, "shop.order.created.v1", 1);
+event!(
+    OrderCreated,
+    "ORDER_CREATED",
+    ORDERS,
+    "shop.order.created.v1",
+    1
+);
 
 /// Payment arrived and the stock is committed (`ORDER_CONFIRMED`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -162,7 +192,13 @@ pub struct OrderConfirmed {
     /// When the order was confirmed.
     pub confirmed_at: DateTime<Utc>,
 }
-event!(OrderConfirmed, "ORDER_CONFIRMED", ORDERS, "shop.order.confirmed.v1", 1);
+event!(
+    OrderConfirmed,
+    "ORDER_CONFIRMED",
+    ORDERS,
+    "shop.order.confirmed.v1",
+    1
+);
 
 /// Why an order was cancelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -191,7 +227,13 @@ pub struct OrderCancelled {
     /// When the order was cancelled.
     pub cancelled_at: DateTime<Utc>,
 }
-event!(OrderCancelled, "ORDER_CANCELLED", ORDERS, "shop.order.cancelled.v1", 1);
+event!(
+    OrderCancelled,
+    "ORDER_CANCELLED",
+    ORDERS,
+    "shop.order.cancelled.v1",
+    1
+);
 
 /// The provider charged the card (`PAYMENT_SUCCESSFUL`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -214,7 +256,13 @@ pub struct PaymentSuccessful {
     /// When the provider confirmed the charge.
     pub paid_at: DateTime<Utc>,
 }
-event!(PaymentSuccessful, "PAYMENT_SUCCESSFUL", PAYMENTS, "shop.payment.successful.v1", 1);
+event!(
+    PaymentSuccessful,
+    "PAYMENT_SUCCESSFUL",
+    PAYMENTS,
+    "shop.payment.successful.v1",
+    1
+);
 
 /// Why a payment failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -251,7 +299,13 @@ pub struct PaymentFailed {
     /// When the provider answered.
     pub failed_at: DateTime<Utc>,
 }
-event!(PaymentFailed, "PAYMENT_FAILED", PAYMENTS, "shop.payment.failed.v1", 1);
+event!(
+    PaymentFailed,
+    "PAYMENT_FAILED",
+    PAYMENTS,
+    "shop.payment.failed.v1",
+    1
+);
 
 /// One entry of the event catalog.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -33,9 +33,20 @@ fn checked_in_schemas_match_the_contract_types() {
 
 #[test]
 fn every_event_type_names_its_version_and_topic_is_known() {
-    let topics = [contracts::USERS, contracts::PRODUCTS, contracts::ORDERS, contracts::PAYMENTS];
+    let topics = [
+        contracts::USERS,
+        contracts::PRODUCTS,
+        contracts::ORDERS,
+        contracts::PAYMENTS,
+    ];
     for entry in contracts::catalog() {
-        assert!(entry.cloud_event_type.ends_with(&format!(".v{}", entry.version)), "{}", entry.name);
+        assert!(
+            entry
+                .cloud_event_type
+                .ends_with(&format!(".v{}", entry.version)),
+            "{}",
+            entry.name
+        );
         assert!(topics.contains(&entry.topic), "{}", entry.name);
     }
 }
