@@ -359,6 +359,29 @@ impl Dapr {
         Ok(())
     }
 
+    /// Publishes `data` as JSON to `topic` with explicit CloudEvent metadata (`cloudevent.type`,
+    /// `cloudevent.id`, ...).
+    #[tracing::instrument(skip(self, data, metadata))]
+    pub async fn publish_raw(
+        &self,
+        pubsub: &str,
+        topic: &str,
+        data: &serde_json::Value,
+        metadata: HashMap<String, String>,
+    ) -> Result<(), DaprError> {
+        let data = serde_json::to_vec(data).map_err(|e| DaprError::Failed(e.to_string()))?;
+        self.grpc()
+            .publish_event(self.request(pb::PublishEventRequest {
+                pubsub_name: pubsub.to_owned(),
+                topic: topic.to_owned(),
+                data,
+                data_content_type: "application/json".into(),
+                metadata,
+            }))
+            .await?;
+        Ok(())
+    }
+
     /// Reads a secret (a map, since a secret may hold several values).
     #[tracing::instrument(skip(self), level = "debug")]
     pub async fn secret(
@@ -421,6 +444,25 @@ impl Dapr {
             headers.insert("dapr-api-token", value);
         }
         self.inner.http.request(method, url).headers(headers)
+    }
+
+    /// Waits until the sidecar's API answers (`/v1.0/healthz/outbound`), as the Dapr SDKs do
+    /// before their first call.
+    pub async fn wait_until_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let url = format!("{}/v1.0/healthz/outbound", self.inner.http_base);
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.inner.http.get(&url).send().await {
+                Ok(response) if response.status().is_success() => return Ok(()),
+                _ if tokio::time::Instant::now() >= deadline => {
+                    anyhow::bail!(
+                        "the Dapr sidecar at {} did not become ready within {timeout:?}",
+                        self.inner.http_base
+                    )
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
     }
 
     /// The HTTP client used for invocation (for callers building their own requests).

@@ -5,6 +5,7 @@
 pub mod dapr;
 pub mod events;
 pub mod extract;
+pub mod outbox;
 pub mod problem;
 pub mod server;
 pub mod settings;

@@ -256,6 +256,20 @@ pub async fn serve(
     }
 }
 
+/// A stop request that any number of tasks can wait for.
+pub type Stop = tokio_util::sync::CancellationToken;
+
+/// A [`Stop`] cancelled when `signal` resolves.
+pub fn stop_on(signal: impl Future<Output = ()> + Send + 'static) -> Stop {
+    let stop = Stop::new();
+    let trigger = stop.clone();
+    tokio::spawn(async move {
+        signal.await;
+        trigger.cancel();
+    });
+    stop
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

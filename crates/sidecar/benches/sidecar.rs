@@ -23,24 +23,27 @@
 
 #![allow(clippy::unwrap_used, reason = "a benchmark stops at the first failure")]
 
-use std::future::Future;
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, ensure};
 use bytes::Bytes;
+use common::{
+    SidecarDir, Stats, allowed_cpus, env_usize, eventually, http_client, machine, serve,
+    start_sidecar, stop, unique, uri,
+};
 use dapr::dapr::proto::runtime::v1 as pb;
 use dapr::dapr::proto::runtime::v1::dapr_client::DaprClient;
 use http::{StatusCode, Uri};
 use http_body_util::{BodyExt as _, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use sidecar::Topology;
 use sidecar::components::{ComponentContext, Components};
 use sidecar::state::{Concurrency, DeleteRequest, SetRequest, StateStore};
-use sidecar::{Sidecar, SidecarOptions, Topology};
-use tempfile::TempDir;
 use tokio::runtime::Runtime;
 use tonic::transport::Channel;
 
@@ -77,13 +80,7 @@ struct Settings {
 
 impl Settings {
     fn from_env(full: bool) -> Self {
-        let read = |name: &str, default: usize| {
-            std::env::var(name)
-                .ok()
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .filter(|v| *v > 0)
-                .unwrap_or(default)
-        };
+        let read = env_usize;
         let (iterations, warmup, rounds) = if full {
             (10_000, 1_000, 10)
         } else {
@@ -218,35 +215,6 @@ async fn measure(paths: &mut [Measured], settings: Settings) -> anyhow::Result<(
     Ok(())
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Stats {
-    count: usize,
-    p50: f64,
-    p90: f64,
-    p99: f64,
-    mean: f64,
-}
-
-impl Stats {
-    /// Nearest-rank percentiles, in microseconds.
-    fn of(samples: &[u64]) -> Self {
-        let mut sorted = samples.to_vec();
-        sorted.sort_unstable();
-        let at = |p: f64| {
-            let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-            sorted[rank - 1] as f64 / 1000.0
-        };
-        let mean = sorted.iter().map(|&n| n as f64).sum::<f64>() / sorted.len() as f64 / 1000.0;
-        Self {
-            count: sorted.len(),
-            p50: at(0.50),
-            p90: at(0.90),
-            p99: at(0.99),
-            mean,
-        }
-    }
-}
-
 /// How a path compares with its baseline.
 struct Comparison<'a> {
     /// Index of the baseline in the measured paths.
@@ -306,18 +274,6 @@ fn report(title: &str, note: &str, paths: &[Series], comparison: &Comparison<'_>
 // ---------------------------------------------------------------------------------------------
 // Fixtures.
 
-/// Starts `router` on a free loopback port of the server runtime.
-fn serve(servers: &Runtime, router: axum::Router) -> u16 {
-    servers.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            axum::serve(listener, router).await.unwrap();
-        });
-        port
-    })
-}
-
 fn tiny_app() -> axum::Router {
     axum::Router::new().route(
         "/x",
@@ -325,88 +281,6 @@ fn tiny_app() -> axum::Router {
             ([(http::header::CONTENT_TYPE, "application/json")], APP_BODY)
         }),
     )
-}
-
-fn http_client() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(connector)
-}
-
-fn uri(port: u16, path: &str) -> Uri {
-    format!("http://127.0.0.1:{port}{path}").parse().unwrap()
-}
-
-fn unique(prefix: &str) -> String {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    format!("{prefix}{}", &id[..12])
-}
-
-/// A directory with `resources/` (and an optional `config.yaml`) for one sidecar.
-struct SidecarDir {
-    dir: TempDir,
-}
-
-impl SidecarDir {
-    fn new(resources: &[(&str, &str)], config: Option<&str>) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        std::fs::create_dir(dir.path().join("resources"))?;
-        for (name, yaml) in resources {
-            std::fs::write(dir.path().join("resources").join(name), yaml)?;
-        }
-        if let Some(config) = config {
-            std::fs::write(dir.path().join("config.yaml"), config)?;
-        }
-        Ok(Self { dir })
-    }
-
-    fn resources(&self) -> PathBuf {
-        self.dir.path().join("resources")
-    }
-
-    fn options(&self, app_id: &str) -> SidecarOptions {
-        let mut options = SidecarOptions::new(app_id).resources_path(self.resources());
-        options.working_dir = self.dir.path().to_path_buf();
-        options.graceful_shutdown = Duration::from_secs(1);
-        let config = self.dir.path().join("config.yaml");
-        if config.exists() {
-            options.config = Some(config);
-        }
-        options
-    }
-}
-
-fn start_sidecar(
-    servers: &Runtime,
-    options: SidecarOptions,
-    topology: &Topology,
-) -> anyhow::Result<Sidecar> {
-    servers.block_on(Sidecar::start(options, topology))
-}
-
-fn stop(servers: &Runtime, sidecars: Vec<Sidecar>) {
-    servers.block_on(async {
-        for sidecar in sidecars {
-            sidecar.shutdown().await;
-        }
-    });
-}
-
-async fn eventually<F, Fut>(what: &str, mut check: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if check().await {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    bail!("{what} did not happen within 20s")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -773,32 +647,6 @@ fn api_floor(servers: &Runtime, client: &Runtime, settings: Settings) -> anyhow:
 }
 
 // ---------------------------------------------------------------------------------------------
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|k| k.trim().to_owned())
-        .unwrap_or_default();
-    format!("{cpu}, {cores} cores available, Linux {kernel}")
-}
-
-/// `Cpus_allowed_list` of this process (shows a `taskset`).
-fn allowed_cpus() -> Option<String> {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .map(|l| l.trim().to_owned())
-}
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
