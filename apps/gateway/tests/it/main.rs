@@ -1,0 +1,8 @@
+//! The gateway over the wire: real sidecars in-process on port 0, small fake apps behind them.
+
+mod auth;
+mod docs;
+mod limits;
+mod routing;
+mod streaming;
+mod support;

@@ -1,0 +1,127 @@
+//! Bodies stream through the gateway both ways: server-sent events arrive one by one, and an
+//! upload reaches the app before it ends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use futures::StreamExt as _;
+use tokio::sync::Notify;
+
+use crate::support::shop;
+
+#[tokio::test]
+async fn server_sent_events_reach_the_client_event_by_event() {
+    let release = Arc::new(Notify::new());
+    let app = Router::new()
+        .route(
+            "/notifications/stream",
+            get(|State(release): State<Arc<Notify>>| async move {
+                let events = futures::stream::unfold(0, move |n| {
+                    let release = release.clone();
+                    async move {
+                        match n {
+                            0 => Some((Ok::<_, std::io::Error>(Bytes::from("data: first\n\n")), 1)),
+                            1 => {
+                                // The second event waits until the client has seen the first:
+                                // a buffering gateway never delivers either.
+                                release.notified().await;
+                                Some((Ok(Bytes::from("data: second\n\n")), 2))
+                            }
+                            _ => None,
+                        }
+                    }
+                });
+                (
+                    [
+                        ("content-type", "text/event-stream"),
+                        ("cache-control", "no-cache"),
+                    ],
+                    Body::from_stream(events),
+                )
+            }),
+        )
+        .with_state(release.clone());
+    let shop = shop().app("notifications", app).start().await;
+    let response = tokio::time::timeout(
+        Duration::from_secs(10),
+        shop.client()
+            .get(shop.url("/api/notifications/stream"))
+            .header("accept", "text/event-stream")
+            .send(),
+    )
+    .await
+    .expect("the headers arrive before the stream ends")
+    .expect("answer");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut stream = response.bytes_stream();
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("the first event arrives while the stream is open")
+        .expect("a chunk")
+        .expect("bytes");
+    assert_eq!(first, Bytes::from("data: first\n\n"));
+    release.notify_one();
+    let mut rest = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("the stream goes on")
+    {
+        rest.extend_from_slice(&chunk.expect("bytes"));
+    }
+    assert_eq!(rest, b"data: second\n\n");
+}
+
+#[tokio::test]
+async fn a_streamed_upload_reaches_the_app_before_it_ends() {
+    let first_seen = Arc::new(Notify::new());
+    let app = Router::new()
+        .route(
+            "/orders/import",
+            post(
+                |State(first_seen): State<Arc<Notify>>, request: Request| async move {
+                    let mut body = request.into_body().into_data_stream();
+                    let mut received = Vec::new();
+                    while let Some(chunk) = body.next().await {
+                        received.extend_from_slice(&chunk.expect("chunk"));
+                        first_seen.notify_one();
+                    }
+                    String::from_utf8_lossy(&received).into_owned()
+                },
+            ),
+        )
+        .with_state(first_seen.clone());
+    let shop = shop().app("orders", app).start().await;
+    let signal = first_seen.clone();
+    let upload = futures::stream::unfold(0, move |n| {
+        let signal = signal.clone();
+        async move {
+            match n {
+                0 => Some((Ok::<_, std::io::Error>(Bytes::from("part one;")), 1)),
+                1 => {
+                    // Only go on once the app has the first part: a buffering gateway deadlocks.
+                    signal.notified().await;
+                    Some((Ok(Bytes::from("part two")), 2))
+                }
+                _ => None,
+            }
+        }
+    });
+    let response = tokio::time::timeout(
+        Duration::from_secs(10),
+        shop.client()
+            .post(shop.url("/api/orders/import"))
+            .body(reqwest::Body::wrap_stream(upload))
+            .send(),
+    )
+    .await
+    .expect("the upload streams instead of waiting for the whole body")
+    .expect("answer");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.expect("body"), "part one;part two");
+}
