@@ -98,6 +98,45 @@ pub(crate) fn normalize_method(method: &str) -> Result<String, String> {
     Ok(segments.join("/"))
 }
 
+/// Percent-encodes what may not stand in a URL path: everything but unreserved characters,
+/// sub-delimiters, `:`, `@` and `/` (a literal `%` becomes `%25`).
+pub(crate) fn escape_path(path: &str) -> String {
+    let mut escaped = String::with_capacity(path.len());
+    for byte in path.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&byte) {
+            escaped.push(char::from(byte));
+        } else {
+            escaped.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    escaped
+}
+
+/// Decodes `%XX` escapes as Go's `URL.Path` holds them; malformed escapes stay as they are.
+pub(crate) fn percent_decode(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                decoded.push(byte);
+                i += 3;
+            }
+            None => {
+                decoded.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
+}
+
 /// Splits `app` or `app.namespace`.
 fn split_target(target: &str) -> Result<(&str, Option<&str>), String> {
     let mut parts = target.split('.');
@@ -170,9 +209,12 @@ impl Runtime {
         let method = normalize_method(method)
             .map_err(|e| invoke_error(StatusCode::INTERNAL_SERVER_ERROR, target, e))?;
         let (mut parts, body) = request.into_parts();
+        // The method was percent-decoded from the caller's URL; it goes out escaped again, as
+        // Go's `URL.EscapedPath` writes it for daprd.
+        let path = escape_path(&method);
         let path_and_query = match parts.uri.query() {
-            Some(query) => format!("/{method}?{query}"),
-            None => format!("/{method}"),
+            Some(query) => format!("/{path}?{query}"),
+            None => format!("/{path}"),
         };
         parts.uri = Uri::try_from(path_and_query)
             .map_err(|e| invoke_error(StatusCode::INTERNAL_SERVER_ERROR, target, e))?;
@@ -500,6 +542,17 @@ mod tests {
         );
         assert!(normalize_method("a?b").is_err());
         assert!(normalize_method("a\u{1}b").is_err());
+    }
+
+    #[test]
+    fn decoded_methods_are_escaped_again_for_the_app() {
+        assert_eq!(escape_path("products/a b"), "products/a%20b");
+        assert_eq!(escape_path("100%/ü"), "100%25/%C3%BC");
+        assert_eq!(
+            escape_path("a-b_c.d~e/f:g@h!$&'()*+,;="),
+            "a-b_c.d~e/f:g@h!$&'()*+,;="
+        );
+        assert_eq!(percent_decode("a%20b%2fc%zz%"), "a b/c%zz%");
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod runtime;
 pub mod secrets;
 pub mod state;
 mod subscriber;
+pub mod testing;
 mod topology;
 pub mod trace;
 

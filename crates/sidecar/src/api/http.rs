@@ -778,7 +778,7 @@ async fn invoke_by_header(State(runtime): State<Arc<Runtime>>, request: Request)
         .map(str::to_owned);
     match target {
         Some(target) => {
-            let method = request.uri().path().to_owned();
+            let method = crate::invoke::percent_decode(request.uri().path());
             let trace = request_trace(&request, &runtime);
             runtime.invoke(&target, &method, request, &trace).await
         }

@@ -105,17 +105,30 @@ async fn the_target_app_gets_the_request_with_daprs_headers() {
 }
 
 #[tokio::test]
+async fn escaped_methods_are_decoded_cleaned_and_escaped_again() {
+    let (caller, _target) = pair(echo_app()).await;
+    let response = http()
+        .get(caller.url("/v1.0/invoke/target/method/products/a%20b/./c%25d?q=a%20b"))
+        .send()
+        .await
+        .expect("invoke");
+    assert_eq!(response.status(), 200);
+    let seen: Value = response.json().await.expect("json");
+    assert_eq!(seen["uri"], "/products/a%20b/c%25d?q=a%20b");
+}
+
+#[tokio::test]
 async fn the_dapr_app_id_header_makes_the_whole_path_the_method() {
     let (caller, _target) = pair(echo_app()).await;
     let response = http()
-        .get(caller.url("/api/products?page=2"))
+        .get(caller.url("/api/products/a%20b?page=2"))
         .header("dapr-app-id", "target")
         .send()
         .await
         .expect("invoke");
     assert_eq!(response.status(), 200);
     let seen: Value = response.json().await.expect("json");
-    assert_eq!(seen["uri"], "/api/products?page=2");
+    assert_eq!(seen["uri"], "/api/products/a%20b?page=2");
     assert!(seen["headers"].get("dapr-app-id").is_none());
 }
 

@@ -1,0 +1,117 @@
+//! Scratch space on the real local infrastructure for tests, here and in the apps: a PostgreSQL
+//! database and a Redis key prefix that exist for one test and are removed afterwards.
+
+/// The local PostgreSQL the tests use (trust authentication).
+pub const POSTGRES: &str = "host=127.0.0.1 port=5432 user=postgres";
+
+/// The local Redis the tests use.
+pub const REDIS: &str = "127.0.0.1:6379";
+
+/// `prefix` followed by a fresh UUID (lower-case hex, no dashes): valid in database names,
+/// app ids, topics and key prefixes.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A PostgreSQL database created for one test and dropped when this value is.
+#[derive(Debug)]
+pub struct TestDatabase {
+    /// The database's name.
+    pub name: String,
+}
+
+impl TestDatabase {
+    /// Creates a fresh database on the local server.
+    ///
+    /// # Panics
+    /// When the local PostgreSQL does not answer: the tests cannot run without it.
+    pub async fn create() -> Self {
+        let name = unique("shop_test_");
+        let (client, connection) = tokio_postgres::connect(
+            &format!("{POSTGRES} dbname=postgres"),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the local PostgreSQL answers on 127.0.0.1:5432: {e}"));
+        tokio::spawn(connection);
+        if let Err(error) = client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+        {
+            panic!("cannot create the test database {name}: {error}");
+        }
+        Self { name }
+    }
+
+    /// A libpq-style connection string to it.
+    pub fn connection_string(&self) -> String {
+        format!("{POSTGRES} dbname={}", self.name)
+    }
+}
+
+/// Runs `work` to completion on a runtime of its own: `Drop` may run inside or outside one.
+fn run_detached<F>(work: impl FnOnce() -> F + Send + 'static)
+where
+    F: std::future::Future<Output = ()>,
+{
+    let _ = std::thread::spawn(move || {
+        if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            runtime.block_on(work());
+        }
+    })
+    .join();
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        run_detached(move || async move {
+            if let Ok((client, connection)) = tokio_postgres::connect(
+                &format!("{POSTGRES} dbname=postgres"),
+                tokio_postgres::NoTls,
+            )
+            .await
+            {
+                tokio::spawn(connection);
+                let _ = client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await;
+            }
+        });
+    }
+}
+
+/// Removes every Redis key starting with `prefix` when dropped.
+#[derive(Debug)]
+pub struct RedisKeys {
+    /// The prefix.
+    pub prefix: String,
+}
+
+impl Drop for RedisKeys {
+    fn drop(&mut self) {
+        let pattern = format!("{}*", self.prefix);
+        run_detached(move || async move {
+            let Ok(client) = redis::Client::open(format!("redis://{REDIS}")) else {
+                return;
+            };
+            let Ok(mut connection) = client.get_multiplexed_async_connection().await else {
+                return;
+            };
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(&pattern)
+                .query_async(&mut connection)
+                .await
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: Result<(), _> = redis::cmd("DEL")
+                    .arg(keys)
+                    .query_async(&mut connection)
+                    .await;
+            }
+        });
+    }
+}
