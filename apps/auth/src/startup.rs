@@ -172,3 +172,16 @@ async fn seed_admin(dapr: &Dapr, state: &AppState) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+impl kit::server::Service for App {
+    fn port(&self) -> u16 {
+        App::port(self)
+    }
+
+    fn run(
+        self: Box<Self>,
+        stop: kit::server::Stop,
+    ) -> futures::future::BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(self.run_until(stop.cancelled_owned()))
+    }
+}

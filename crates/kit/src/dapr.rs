@@ -181,6 +181,8 @@ impl Dapr {
                 http: reqwest::Client::builder()
                     .connect_timeout(Duration::from_secs(5))
                     .tcp_nodelay(true)
+                    // An app's redirect is its answer to the caller, not for the client to follow.
+                    .redirect(reqwest::redirect::Policy::none())
                     .build()?,
                 http_base: format!("http://{}:{}", settings.host, settings.http_port),
                 api_token: settings.api_token.clone(),

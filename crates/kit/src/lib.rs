@@ -10,5 +10,7 @@ pub mod problem;
 pub mod server;
 pub mod settings;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use problem::{FieldError, Problem};

@@ -7,6 +7,7 @@
 //! with its ETag like any other write.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use contracts::Event;
@@ -29,6 +30,8 @@ pub struct Outbox {
     dapr: Dapr,
     store: String,
     pubsub: String,
+    /// One relay at a time in this replica: two would publish the same events twice.
+    relaying: Arc<tokio::sync::Mutex<()>>,
 }
 
 const INDEX: &str = "outbox";
@@ -44,6 +47,7 @@ impl Outbox {
             dapr,
             store: store.into(),
             pubsub: pubsub.into(),
+            relaying: Arc::default(),
         }
     }
 
@@ -72,6 +76,7 @@ impl Outbox {
     /// Publishes every pending event, oldest first, and removes the ones published. Returns how
     /// many were published.
     pub async fn relay(&self) -> Result<usize, DaprError> {
+        let _relaying = self.relaying.lock().await;
         let Some(index) = self.dapr.get_state::<Vec<Uuid>>(&self.store, INDEX).await? else {
             return Ok(0);
         };

@@ -61,7 +61,7 @@ impl Problem {
         self
     }
 
-    /// 400: the request is not valid.
+    /// 422: a field of the request is not valid.
     pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -196,7 +196,15 @@ async fn observe(State(common): State<Common>, request: Request, next: Next) -> 
         method = %method,
         route = %route,
         trace_id = tracing::field::Empty,
+        request_id = tracing::field::Empty,
     );
+    if let Some(id) = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+    {
+        span.record("request_id", id);
+    }
     crate::telemetry::continue_trace(&span, request.headers());
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
@@ -258,6 +266,16 @@ pub async fn serve(
 
 /// A stop request that any number of tasks can wait for.
 pub type Stop = tokio_util::sync::CancellationToken;
+
+/// An app bound to its port and ready to serve; whoever runs it (its `main`, the launcher, a
+/// test) learns the port first, so that the app's sidecar can be pointed at it.
+pub trait Service: Send + 'static {
+    /// The port the app listens on.
+    fn port(&self) -> u16;
+
+    /// Runs the app until `stop` is cancelled, then drains it.
+    fn run(self: Box<Self>, stop: Stop) -> futures::future::BoxFuture<'static, anyhow::Result<()>>;
+}
 
 /// A [`Stop`] cancelled when `signal` resolves.
 pub fn stop_on(signal: impl Future<Output = ()> + Send + 'static) -> Stop {
