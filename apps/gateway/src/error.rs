@@ -134,6 +134,11 @@ impl IntoResponse for ApiError {
             Self::Access(AccessError::SignInRequired) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
+            Self::BodyTooLarge { .. } => {
+                // The rest of the body is still on its way: this connection cannot carry
+                // another request, and the client must know before it tries.
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             _ => {}
         }
         response

@@ -171,3 +171,16 @@ impl App {
         .await
     }
 }
+
+impl kit::server::Service for App {
+    fn port(&self) -> u16 {
+        App::port(self)
+    }
+
+    fn run(
+        self: Box<Self>,
+        stop: kit::server::Stop,
+    ) -> futures::future::BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(self.run_until(stop.cancelled_owned()))
+    }
+}

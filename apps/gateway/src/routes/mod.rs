@@ -132,9 +132,14 @@ mod tests {
             .header(header::CONTENT_LENGTH, "11")
             .body(Body::from("01234567890"))
             .expect("request");
-        let (status, _, problem) = send(&settings, request).await;
+        let (status, headers, problem) = send(&settings, request).await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(problem["status"], 413);
+        assert_eq!(
+            headers[header::CONNECTION],
+            "close",
+            "the unread body spoils the connection"
+        );
     }
 
     #[tokio::test]

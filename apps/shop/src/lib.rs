@@ -1,0 +1,311 @@
+//! The shop launcher: every app of the shop, each behind a local Dapr sidecar of its own, in one
+//! process. The sidecars share one in-process topology (they find each other in memory, and the
+//! in-memory pub/sub spans them) and read one component set, `components/local` by default.
+//! `dapr.yaml` describes the same topology for the real Dapr CLI.
+
+pub mod secrets;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use kit::server::{Service, Stop};
+use kit::settings::DaprSettings;
+use secrecy::SecretString;
+use sidecar::{Sidecar, SidecarOptions, Topology};
+use tokio::task::JoinSet;
+
+pub use secrets::AdminSource;
+
+/// The apps the launcher starts, in start order: the gateway last, once what it routes to runs.
+/// Apps of the shop that are not written yet are simply not listed.
+pub const APPS: &[&str] = &["auth", "inventory", "gateway"];
+
+/// The app that listens for the public.
+pub const GATEWAY: &str = "gateway";
+
+/// What to start and where.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The working directory of every sidecar: relative paths in components (`.data/...`)
+    /// resolve here.
+    pub root: PathBuf,
+    /// The component set.
+    pub components: PathBuf,
+    /// A Dapr `Configuration` for every sidecar.
+    pub config: Option<PathBuf>,
+    /// Address the gateway binds.
+    pub host: String,
+    /// Port the gateway binds (0 = any free port).
+    pub port: u16,
+}
+
+impl Options {
+    /// The defaults for a run from the repository: `components/local` under `root`, the gateway
+    /// on 127.0.0.1:8080.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
+        Self {
+            components: root.join("components").join("local"),
+            root,
+            config: None,
+            host: "127.0.0.1".into(),
+            port: 8080,
+        }
+    }
+
+    /// The secret file of the component sets (`secretstores.local.file`).
+    pub fn secrets_file(&self) -> PathBuf {
+        self.root.join(".data").join("secrets.json")
+    }
+}
+
+/// One running app and its sidecar's ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// App id.
+    pub app_id: String,
+    /// Where the app listens.
+    pub app_port: u16,
+    /// The sidecar's HTTP API.
+    pub dapr_http_port: u16,
+    /// The sidecar's gRPC API.
+    pub dapr_grpc_port: u16,
+}
+
+/// The running shop.
+pub struct Shop {
+    gateway: SocketAddr,
+    members: Vec<Member>,
+    admin: AdminSource,
+    topology: Topology,
+    sidecars: Vec<Sidecar>,
+    apps: JoinSet<(String, anyhow::Result<()>)>,
+    stop: Stop,
+}
+
+impl Shop {
+    /// Creates missing secrets, then starts every app of [`APPS`] with its sidecar, and waits
+    /// until each answers.
+    pub async fn start(options: &Options) -> anyhow::Result<Self> {
+        let components = &options.components;
+        anyhow::ensure!(
+            components.is_dir(),
+            "the component set {} does not exist (pass --components DIR)",
+            components.display()
+        );
+        let environment = std::env::vars().collect();
+        let admin = secrets::ensure(&options.secrets_file(), &environment)?;
+        let topology = Topology::in_process();
+        let stop = Stop::new();
+        let mut shop = Self {
+            gateway: SocketAddr::from(([127, 0, 0, 1], 0)),
+            members: Vec::new(),
+            admin,
+            topology: topology.clone(),
+            sidecars: Vec::new(),
+            apps: JoinSet::new(),
+            stop,
+        };
+        for app_id in APPS {
+            if let Err(error) = shop.start_member(app_id, options, &topology).await {
+                return Err(shop
+                    .abandon(error.context(format!("cannot start {app_id}")))
+                    .await);
+            }
+        }
+        if let Err(error) = shop.wait_until_serving().await {
+            return Err(shop.abandon(error).await);
+        }
+        Ok(shop)
+    }
+
+    /// Stops what has started after `error` made the start fail; returns `error`.
+    async fn abandon(mut self, error: anyhow::Error) -> anyhow::Error {
+        if let Err(also) = self.stop().await {
+            tracing::warn!(error = %format!("{also:#}"), "stopping after a failed start");
+        }
+        error
+    }
+
+    async fn start_member(
+        &mut self,
+        app_id: &str,
+        options: &Options,
+        topology: &Topology,
+    ) -> anyhow::Result<()> {
+        let mut sidecar_options = SidecarOptions::new(app_id).resources_path(&options.components);
+        sidecar_options.working_dir = options.root.clone();
+        sidecar_options.config = options.config.clone();
+        sidecar_options.metrics_port = None;
+        // Only its sidecar may call an app: a fresh app API token per app and run.
+        let token = SecretString::from(uuid::Uuid::new_v4().simple().to_string());
+        sidecar_options.app_api_token = Some(token.clone());
+        let bound = Sidecar::bind(sidecar_options, topology).await?;
+        let ports = bound.ports();
+        let dapr = DaprSettings {
+            http_port: ports.http,
+            grpc_port: ports.grpc,
+            app_api_token: Some(token),
+            ..DaprSettings::default()
+        };
+        let app = build(app_id, dapr, options).await?;
+        let app_port = app.port();
+        if app_id == GATEWAY {
+            let host = options.host.parse().unwrap_or([127, 0, 0, 1].into());
+            self.gateway = SocketAddr::new(host, app_port);
+        }
+        self.sidecars
+            .push(bound.with_app_port(app_port).start().await?);
+        let id = app_id.to_owned();
+        let run = app.run(self.stop.clone());
+        self.apps.spawn(async move { (id, run.await) });
+        self.members.push(Member {
+            app_id: app_id.to_owned(),
+            app_port,
+            dapr_http_port: ports.http,
+            dapr_grpc_port: ports.grpc,
+        });
+        Ok(())
+    }
+
+    /// Waits until every app answers `/healthz` (an app serves once its start-up work is done).
+    async fn wait_until_serving(&mut self) -> anyhow::Result<()> {
+        let client = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        for member in &self.members {
+            let url = format!("http://127.0.0.1:{}/healthz", member.app_port);
+            loop {
+                if client
+                    .get(&url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+                {
+                    break;
+                }
+                if let Some(finished) = self.apps.try_join_next() {
+                    let (app, result) = finished.context("an app panicked")?;
+                    result.with_context(|| format!("{app} stopped while starting"))?;
+                    anyhow::bail!("{app} stopped while starting");
+                }
+                anyhow::ensure!(
+                    tokio::time::Instant::now() < deadline,
+                    "{} did not start within 60 s",
+                    member.app_id
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the gateway listens.
+    pub fn gateway(&self) -> SocketAddr {
+        self.gateway
+    }
+
+    /// `http://<gateway>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.gateway)
+    }
+
+    /// The running apps.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// The topology the sidecars share: more sidecars can join it (tests observe events so).
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Where the admin's credentials come from.
+    pub fn admin(&self) -> &AdminSource {
+        &self.admin
+    }
+
+    /// Runs until `signal` resolves or an app stops on its own, then stops everything. An app
+    /// that stopped on its own is an error.
+    pub async fn run_until(
+        mut self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let outcome = tokio::select! {
+            () = signal => Ok(()),
+            Some(finished) = self.apps.join_next() => match finished {
+                Ok((app, Ok(()))) => Err(anyhow::anyhow!("{app} stopped unexpectedly")),
+                Ok((app, Err(error))) => Err(error.context(format!("{app} failed"))),
+                Err(error) => Err(anyhow::Error::new(error).context("an app panicked")),
+            },
+        };
+        let stopped = self.stop().await;
+        outcome.and(stopped)
+    }
+
+    /// Stops the apps (each drains its requests), then their sidecars.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        let mut outcome = Ok(());
+        while let Some(finished) = self.apps.join_next().await {
+            let result = match finished {
+                Ok((app, result)) => result.with_context(|| format!("{app} failed while stopping")),
+                Err(error) => Err(anyhow::Error::new(error).context("an app panicked")),
+            };
+            if outcome.is_ok() {
+                outcome = result;
+            }
+        }
+        for sidecar in self.sidecars.drain(..) {
+            sidecar.shutdown().await;
+        }
+        outcome
+    }
+}
+
+/// Builds app `app_id` with its settings (`config/<app>.toml`, `SHOP_<APP>_...`), pointed at
+/// its sidecar.
+async fn build(
+    app_id: &str,
+    dapr: DaprSettings,
+    options: &Options,
+) -> anyhow::Result<Box<dyn Service>> {
+    fn settings<S>(app_id: &str) -> anyhow::Result<S>
+    where
+        S: serde::Serialize + serde::de::DeserializeOwned + Default + kit::settings::Validate,
+    {
+        kit::settings::load(app_id).map_err(|error| anyhow::anyhow!("{app_id}: {error}"))
+    }
+    Ok(match app_id {
+        "auth" => {
+            let mut settings: shop_auth::Settings = settings(app_id)?;
+            settings.dapr = dapr;
+            settings.app.port = 0;
+            Box::new(shop_auth::App::build(settings).await?)
+        }
+        "inventory" => {
+            let mut settings: shop_inventory::Settings = settings(app_id)?;
+            settings.dapr = dapr;
+            settings.app.port = 0;
+            Box::new(shop_inventory::App::build(settings).await?)
+        }
+        GATEWAY => {
+            let mut settings: shop_gateway::Settings = settings(app_id)?;
+            settings.dapr = dapr;
+            settings.app.host.clone_from(&options.host);
+            settings.app.port = options.port;
+            Box::new(shop_gateway::App::build(settings).await?)
+        }
+        other => anyhow::bail!("the launcher does not know the app {other:?}"),
+    })
+}
+
+/// The repository the launcher was built from, if it is still there: `cargo run` from a
+/// subdirectory still finds `components/`.
+pub fn repository_root() -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.join("components")
+        .is_dir()
+        .then(|| root.canonicalize().unwrap_or(root))
+}

@@ -1,0 +1,181 @@
+//! Starts the whole shop for a test, as `cargo run` does but on a free port, with a data
+//! directory of its own and the component set asked for; then talks to it through the gateway
+//! like any client, and watches its events through an observer app.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use kit::testing::{Events, Stack};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use shop::{Options, Shop};
+use sidecar::testing::TestDatabase;
+use tempfile::TempDir;
+
+/// The admin account every test shop is seeded with.
+pub const ADMIN_EMAIL: &str = "admin@shop.test";
+/// See [`ADMIN_EMAIL`].
+pub const ADMIN_PASSWORD: &str = "admin password for tests";
+
+/// A component set of the repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ComponentSet {
+    /// `components/local`: SQLite, in-memory pub/sub.
+    Local,
+    /// `components/rabbitmq`: the local PostgreSQL and RabbitMQ.
+    RabbitMq,
+}
+
+impl ComponentSet {
+    fn dir(self) -> PathBuf {
+        let name = match self {
+            Self::Local => "local",
+            Self::RabbitMq => "rabbitmq",
+        };
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("components")
+            .join(name)
+    }
+}
+
+/// A running shop and a client for its public API.
+pub struct TestShop {
+    shop: Shop,
+    observer: Stack,
+    /// Every CloudEvent on the shop's topics, as a subscriber app receives them.
+    pub events: Events,
+    http: reqwest::Client,
+    base: String,
+    _database: Option<TestDatabase>,
+    _root: TempDir,
+}
+
+/// An answer of the API: status, headers and JSON body (`Null` when there is none).
+#[derive(Debug)]
+pub struct Answer {
+    /// Status.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// Body.
+    pub body: Value,
+}
+
+impl Answer {
+    /// The field named by a problem document's first error.
+    pub fn field(&self) -> &str {
+        self.body["errors"][0]["field"].as_str().unwrap_or_default()
+    }
+
+    /// Whether the body is `application/problem+json`.
+    pub fn is_problem(&self) -> bool {
+        self.headers
+            .get("content-type")
+            .is_some_and(|v| v == "application/problem+json")
+    }
+}
+
+impl TestShop {
+    /// Starts the shop on `set`, seeded with the test admin.
+    pub async fn start(set: ComponentSet) -> anyhow::Result<Self> {
+        let root = tempfile::tempdir().context("temp dir")?;
+        let mut secrets = serde_json::Map::new();
+        secrets.insert("admin-email".into(), json!(ADMIN_EMAIL));
+        secrets.insert("admin-password".into(), json!(ADMIN_PASSWORD));
+        let database = match set {
+            ComponentSet::Local => None,
+            ComponentSet::RabbitMq => {
+                let database = TestDatabase::create().await;
+                secrets.insert("postgres-url".into(), json!(database.connection_string()));
+                Some(database)
+            }
+        };
+        std::fs::create_dir_all(root.path().join(".data"))?;
+        std::fs::write(
+            root.path().join(".data/secrets.json"),
+            serde_json::to_vec_pretty(&secrets)?,
+        )?;
+        let mut options = Options::new(root.path());
+        options.components = set.dir();
+        options.port = 0;
+        let shop = Shop::start(&options).await?;
+        let mut observer = Stack::join(shop.topology(), root.path(), &options.components);
+        let events = observer.observe(&["users", "products"]).await?;
+        Ok(Self {
+            base: shop.url(),
+            shop,
+            observer,
+            events,
+            http: reqwest::Client::new(),
+            _database: database,
+            _root: root,
+        })
+    }
+
+    /// `http://<gateway>`.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// A request to the gateway, `path` starting with `/api/`.
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base))
+    }
+
+    /// Sends a request and reads the answer.
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Answer> {
+        let response = request.send().await?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// A JSON call, with a bearer token when given.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> anyhow::Result<Answer> {
+        let mut request = self.request(method, path);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        self.send(request).await
+    }
+
+    /// Logs in and returns the access token.
+    pub async fn login(&self, email: &str, password: &str) -> anyhow::Result<String> {
+        let answer = self
+            .call(
+                Method::POST,
+                "/api/auth/login",
+                None,
+                Some(json!({"email": email, "password": password})),
+            )
+            .await?;
+        anyhow::ensure!(answer.status == StatusCode::OK, "login failed: {answer:?}");
+        answer.body["access_token"]
+            .as_str()
+            .map(str::to_owned)
+            .context("no access_token")
+    }
+
+    /// Stops the shop and the observer; fails if an app failed.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.observer.shutdown().await?;
+        let mut shop = self.shop;
+        shop.stop().await
+    }
+}

@@ -1,0 +1,358 @@
+//! The shop end to end, through the gateway only: the embedded default (`components/local`) and
+//! the server set (`components/rabbitmq`: the local PostgreSQL and RabbitMQ).
+
+#![allow(clippy::unwrap_used, reason = "tests stop at the first failure")]
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use shop_e2e::{ADMIN_EMAIL, ADMIN_PASSWORD, ComponentSet, TestShop};
+
+const EVENT_WAIT: Duration = Duration::from_secs(15);
+
+fn unique_email(label: &str) -> String {
+    format!("{label}-{}@example.com", uuid::Uuid::new_v4().simple())
+}
+
+fn product(name: &str, category: &str, stock: i64) -> Value {
+    json!({
+        "name": name,
+        "description": format!("A {name} for tests."),
+        "price_cents": 990,
+        "currency": "EUR",
+        "category": category,
+        "stock": stock,
+    })
+}
+
+/// Registration, login, products and their events, as a customer and an admin see them.
+async fn journey(set: ComponentSet) {
+    let shop = TestShop::start(set).await.unwrap();
+
+    // A customer registers (once), logs in, and sees themselves.
+    let email = unique_email("ada");
+    let registration = json!({"email": email, "password": "s3cret-pass", "name": "Ada"});
+    let created = shop
+        .call(
+            Method::POST,
+            "/api/auth/register",
+            None,
+            Some(registration.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.status, StatusCode::CREATED, "{set:?}: {created:?}");
+    let user_id = created.body["id"].as_str().unwrap().to_owned();
+    let again = shop
+        .call(Method::POST, "/api/auth/register", None, Some(registration))
+        .await
+        .unwrap();
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert!(again.is_problem());
+    let wrong = shop
+        .call(
+            Method::POST,
+            "/api/auth/login",
+            None,
+            Some(json!({"email": email, "password": "wrong-password"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    let customer = shop.login(&email, "s3cret-pass").await.unwrap();
+    let me = shop
+        .call(Method::GET, "/api/auth/me", Some(&customer), None)
+        .await
+        .unwrap();
+    assert_eq!(me.status, StatusCode::OK, "{me:?}");
+    assert_eq!(me.body["id"], user_id.as_str());
+    assert_eq!(me.body["role"], "customer");
+    let anonymous = shop
+        .call(Method::GET, "/api/auth/me", None, None)
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    shop.events
+        .wait_for("shop.user.registered.v1", EVENT_WAIT, |d| {
+            d["user_id"] == user_id.as_str()
+        })
+        .await
+        .unwrap();
+
+    // The admin manages products; the customer may not.
+    let admin = shop.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.unwrap();
+    let refused = shop
+        .call(
+            Method::POST,
+            "/api/products",
+            Some(&customer),
+            Some(product("Mug", "kitchen", 3)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{refused:?}");
+    let refused = shop
+        .call(
+            Method::POST,
+            "/api/products",
+            None,
+            Some(product("Mug", "kitchen", 3)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    let mut ids = Vec::new();
+    for (name, category) in [
+        ("Mug", "kitchen"),
+        ("Spade", "garden"),
+        ("Kettle", "kitchen"),
+    ] {
+        let added = shop
+            .call(
+                Method::POST,
+                "/api/products",
+                Some(&admin),
+                Some(product(name, category, 3)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(added.status, StatusCode::CREATED, "{set:?}: {added:?}");
+        ids.push(added.body["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        shop.events
+            .wait_for("shop.product.added.v1", EVENT_WAIT, |d| {
+                d["product"]["id"] == id.as_str()
+            })
+            .await
+            .unwrap();
+    }
+    let updated = shop
+        .call(
+            Method::PUT,
+            &format!("/api/products/{}", ids[0]),
+            Some(&admin),
+            Some(product("Big mug", "kitchen", 9)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.status, StatusCode::OK, "{updated:?}");
+    shop.events
+        .wait_for("shop.product.updated.v1", EVENT_WAIT, |d| {
+            d["product"]["id"] == ids[0].as_str() && d["product"]["stock"] == 9
+        })
+        .await
+        .unwrap();
+
+    // Anyone lists them, a page at a time.
+    let mut seen = Vec::new();
+    let mut path = "/api/products?limit=2".to_owned();
+    loop {
+        let page = shop.call(Method::GET, &path, None, None).await.unwrap();
+        assert_eq!(page.status, StatusCode::OK, "{page:?}");
+        let items = page.body["items"].as_array().unwrap();
+        assert!(items.len() <= 2);
+        seen.extend(items.iter().map(|p| p["id"].as_str().unwrap().to_owned()));
+        match page.body["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/api/products?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+    let kitchen = shop
+        .call(Method::GET, "/api/products?category=kitchen", None, None)
+        .await
+        .unwrap();
+    assert_eq!(kitchen.body["items"].as_array().unwrap().len(), 2);
+
+    let deleted = shop
+        .call(
+            Method::DELETE,
+            &format!("/api/products/{}", ids[1]),
+            Some(&admin),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{deleted:?}");
+    let gone = shop
+        .call(
+            Method::GET,
+            &format!("/api/products/{}", ids[1]),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    shop.events
+        .wait_for("shop.product.deleted.v1", EVENT_WAIT, |d| {
+            d["product_id"] == ids[1].as_str()
+        })
+        .await
+        .unwrap();
+    shop.stop().await.unwrap();
+}
+
+/// A hung shop fails its test instead of hanging the suite.
+const TEST_LIMIT: Duration = Duration::from_secs(180);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_journey_on_the_embedded_default() {
+    tokio::time::timeout(TEST_LIMIT, journey(ComponentSet::Local))
+        .await
+        .expect("the journey finishes in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_journey_on_postgres_and_rabbitmq() {
+    tokio::time::timeout(TEST_LIMIT, journey(ComponentSet::RabbitMq))
+        .await
+        .expect("the journey finishes in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_with_a_problem_naming_the_field_and_nothing_is_stored() {
+    tokio::time::timeout(TEST_LIMIT, bad_input())
+        .await
+        .expect("the test finishes in time");
+}
+
+async fn bad_input() {
+    let shop = TestShop::start(ComponentSet::Local).await.unwrap();
+    let admin = shop.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.unwrap();
+
+    let malformed = shop
+        .send(
+            shop.request(Method::POST, "/api/products")
+                .bearer_auth(&admin)
+                .header("content-type", "application/json")
+                .body("{\"name\": \"Mug\", "),
+        )
+        .await
+        .unwrap();
+    assert_eq!(malformed.status, StatusCode::BAD_REQUEST, "{malformed:?}");
+    assert!(malformed.is_problem());
+
+    for (key, value) in [
+        ("price_cents", json!(-5)),
+        ("stock", json!(-1)),
+        ("stock", json!("many")),
+        ("currency", json!(42)),
+    ] {
+        let mut body = product("Mug", "kitchen", 1);
+        body[key] = value.clone();
+        let answer = shop
+            .call(Method::POST, "/api/products", Some(&admin), Some(body))
+            .await
+            .unwrap();
+        assert_eq!(
+            answer.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{key}={value}: {answer:?}"
+        );
+        assert!(answer.is_problem());
+        assert_eq!(answer.field(), key, "{answer:?}");
+    }
+    let missing = shop
+        .call(
+            Method::POST,
+            "/api/auth/register",
+            None,
+            Some(json!({"email": unique_email("x"), "name": "X"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(missing.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(missing.field(), "password");
+
+    let huge = "x".repeat(2 * 1024 * 1024);
+    let oversized = shop
+        .call(
+            Method::POST,
+            "/api/products",
+            Some(&admin),
+            Some(json!({"name": "Mug", "description": huge})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        oversized.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{:?}",
+        oversized.status
+    );
+    assert!(oversized.is_problem());
+
+    let unknown = uuid::Uuid::new_v4();
+    for method in [Method::GET, Method::DELETE] {
+        let answer = shop
+            .call(
+                method.clone(),
+                &format!("/api/products/{unknown}"),
+                Some(&admin),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{method}");
+        assert!(answer.is_problem());
+    }
+    let listing = shop
+        .call(Method::GET, "/api/products", None, None)
+        .await
+        .unwrap();
+    assert_eq!(listing.body["items"], json!([]), "nothing was stored");
+
+    let forged = shop
+        .call(Method::GET, "/api/auth/me", Some("not.a.token"), None)
+        .await
+        .unwrap();
+    assert_eq!(forged.status, StatusCode::UNAUTHORIZED);
+    assert!(forged.is_problem());
+    shop.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_docs_page_and_the_merged_openapi_document_are_served() {
+    tokio::time::timeout(TEST_LIMIT, docs())
+        .await
+        .expect("the test finishes in time");
+}
+
+async fn docs() {
+    let shop = TestShop::start(ComponentSet::Local).await.unwrap();
+    let document = shop
+        .call(Method::GET, "/api/openapi.json", None, None)
+        .await
+        .unwrap();
+    assert_eq!(document.status, StatusCode::OK);
+    let paths = document.body["paths"].as_object().unwrap();
+    for path in [
+        "/api/auth/register",
+        "/api/auth/login",
+        "/api/products",
+        "/api/products/{id}",
+    ] {
+        assert!(paths.contains_key(path), "{path} in {:?}", paths.keys());
+    }
+    assert!(
+        !paths.keys().any(|p| p.contains("reservations")),
+        "internal routes stay hidden"
+    );
+    let page = shop
+        .send(shop.request(Method::GET, "/api/docs"))
+        .await
+        .unwrap();
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"),
+        "{:?}",
+        page.headers
+    );
+    shop.stop().await.unwrap();
+}
