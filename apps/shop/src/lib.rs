@@ -153,7 +153,13 @@ impl Shop {
         let app = build(app_id, dapr, options).await?;
         let app_port = app.port();
         if app_id == GATEWAY {
-            let host = options.host.parse().unwrap_or([127, 0, 0, 1].into());
+            // Where to reach it: a wildcard bind (`0.0.0.0`) is reachable on loopback.
+            let host = options
+                .host
+                .parse::<std::net::IpAddr>()
+                .ok()
+                .filter(|ip| !ip.is_unspecified())
+                .unwrap_or([127, 0, 0, 1].into());
             self.gateway = SocketAddr::new(host, app_port);
         }
         self.sidecars
@@ -175,7 +181,11 @@ impl Shop {
         let client = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         for member in &self.members {
-            let url = format!("http://127.0.0.1:{}/healthz", member.app_port);
+            let url = if member.app_id == GATEWAY {
+                format!("{}/healthz", self.url())
+            } else {
+                format!("http://127.0.0.1:{}/healthz", member.app_port)
+            };
             loop {
                 if client
                     .get(&url)

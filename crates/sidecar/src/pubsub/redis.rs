@@ -24,6 +24,9 @@ use tokio_util::sync::CancellationToken;
 use super::{Features, Handler, HandlerError, Message, PubSub, PublishRequest, SubscribeRequest};
 use crate::resources::{ComponentMetadata, ResourceError};
 
+/// How long a blocking read may take beyond its `BLOCK` time before it counts as failed.
+const READ_GRACE: Duration = Duration::from_secs(2);
+
 struct Settings {
     client: redis::Client,
     consumer_id: String,
@@ -200,10 +203,17 @@ impl Subscription {
         let mut backoff = Duration::from_millis(100);
         while !stop.is_cancelled() {
             if reader.is_none() {
+                // The read blocks on the server for up to `read_block`, so the response timeout
+                // has to outlast it. With redis-rs's default (500 ms) every read on an idle topic
+                // timed out, dropped the connection and doubled the backoff (up to 10 s): a
+                // message published after a quiet spell waited seconds to be read.
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(2)))
+                    .set_response_timeout(Some(self.settings.read_block + READ_GRACE));
                 match self
                     .settings
                     .client
-                    .get_multiplexed_async_connection()
+                    .get_multiplexed_async_connection_with_config(&config)
                     .await
                 {
                     Ok(connection) => reader = Some(connection),
