@@ -7,13 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
-use axum::http::{Extensions, HeaderMap, header};
+use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use futures::StreamExt as _;
 use kit::extract::AuthUser;
 
-use crate::domain::Target;
 use crate::domain::forwarding;
+use crate::domain::{Target, TrustedProxies};
 use crate::error::ApiError;
 use crate::upstream::{InvokeError, Upstream};
 
@@ -26,11 +26,13 @@ enum BodyError {
     Client(axum::Error),
 }
 
-/// The client's address, as the listener saw it.
-pub(crate) fn client_ip(extensions: &Extensions) -> Option<IpAddr> {
-    extensions
+/// The client's address: the peer the listener saw, or behind trusted proxies the address
+/// they forwarded.
+pub(crate) fn client_ip(request: &Request, proxies: &TrustedProxies) -> Option<IpAddr> {
+    request
+        .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(address)| address.ip())
+        .map(|ConnectInfo(address)| proxies.client(address.ip(), request.headers()))
 }
 
 /// Sends `request` to the app of `target` as `caller` and returns the app's answer.
@@ -40,12 +42,13 @@ pub(crate) fn client_ip(extensions: &Extensions) -> Option<IpAddr> {
 )]
 pub(crate) async fn forward(
     upstream: &Upstream,
+    proxies: &TrustedProxies,
     body_limit: u64,
     target: &Target<'_>,
     caller: Option<&AuthUser>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let client_ip = client_ip(request.extensions());
+    let client_ip = client_ip(&request, proxies);
     let (parts, body) = request.into_parts();
     if content_length(&parts.headers).is_some_and(|length| length > body_limit) {
         return Err(ApiError::BodyTooLarge { limit: body_limit });

@@ -5,7 +5,7 @@ use kit::extract::Role;
 use kit::settings::{AppSettings, DaprSettings, SettingsError, TelemetrySettings, Validate};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{AppId, Origins, RouteTable};
+use crate::domain::{AppId, Origins, RouteTable, TrustedProxies};
 
 /// Everything the gateway is configured with.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -59,6 +59,9 @@ pub struct GatewaySettings {
     pub openapi_cache_seconds: u64,
     /// Per-client rate limit.
     pub rate_limit: RateLimitSettings,
+    /// Proxies in front of the gateway (addresses or networks such as `10.0.0.0/8`) whose
+    /// `X-Forwarded-For` names the client; empty = the peer address is the client.
+    pub trusted_proxies: Vec<String>,
     /// Largest request body accepted, in bytes.
     pub body_limit_bytes: u64,
     /// Origins browsers may call the API from: `["*"]` for any, else exact origins such as
@@ -78,6 +81,7 @@ impl Default for GatewaySettings {
             jwks_min_refresh_seconds: 5,
             openapi_cache_seconds: 30,
             rate_limit: RateLimitSettings::default(),
+            trusted_proxies: Vec::new(),
             body_limit_bytes: 1024 * 1024,
             cors_origins: vec!["*".into()],
         }
@@ -183,6 +187,8 @@ impl Validate for Settings {
                 return Err(SettingsError::new(key, "must be at least 1"));
             }
         }
+        TrustedProxies::parse(&gateway.trusted_proxies)
+            .map_err(|e| SettingsError::new("gateway.trusted_proxies", e))?;
         let rate = &gateway.rate_limit;
         if rate.enabled {
             if !(rate.per_second.is_finite() && rate.per_second > 0.0) {

@@ -13,7 +13,7 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::catalog::Catalog;
-use crate::domain::{AppId, Origins, RouteTable, TokenBuckets, TokenRules};
+use crate::domain::{AppId, Origins, RouteTable, TokenBuckets, TokenRules, TrustedProxies};
 use crate::identity::{Authenticator, JwksEndpoint, KeyCache};
 use crate::settings::Settings;
 use crate::upstream::Upstream;
@@ -29,6 +29,7 @@ pub struct AppState {
     pub(crate) authenticator: Authenticator,
     pub(crate) catalog: Catalog,
     pub(crate) limiter: Option<Arc<TokenBuckets>>,
+    pub(crate) proxies: Arc<TrustedProxies>,
     pub(crate) body_limit: u64,
 }
 
@@ -63,6 +64,9 @@ impl AppState {
             limiter: rate
                 .enabled
                 .then(|| Arc::new(TokenBuckets::new(rate.per_second, rate.burst))),
+            proxies: Arc::new(
+                TrustedProxies::parse(&gateway.trusted_proxies).map_err(anyhow::Error::msg)?,
+            ),
             body_limit: gateway.body_limit_bytes,
         })
     }

@@ -25,7 +25,11 @@ pub fn router(state: AppState) -> Router {
     }
     let mut router = router.fallback(proxy::forward);
     if let Some(limiter) = state.limiter.clone() {
-        router = router.layer(middleware::from_fn_with_state(limiter, limits::rate_limit));
+        let limits = limits::Limits {
+            buckets: limiter,
+            proxies: state.proxies.clone(),
+        };
+        router = router.layer(middleware::from_fn_with_state(limits, limits::rate_limit));
     }
     router.with_state(state)
 }

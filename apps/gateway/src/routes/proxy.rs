@@ -19,6 +19,7 @@ pub(super) async fn forward(
     target.route.authorize(request.method(), caller.as_ref())?;
     crate::proxy::forward(
         &state.upstream,
+        &state.proxies,
         state.body_limit,
         &target,
         caller.as_ref(),

@@ -32,6 +32,42 @@ async fn a_client_over_its_rate_is_refused_with_429_and_retry_after() {
 }
 
 #[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket() {
+    let shop = shop()
+        .app("orders", echo_app("orders"))
+        .settings(|s| {
+            s.gateway.rate_limit.enabled = true;
+            s.gateway.rate_limit.burst = 1;
+            s.gateway.rate_limit.per_second = 0.1;
+            s.gateway.trusted_proxies = vec!["127.0.0.0/8".into()];
+        })
+        .start()
+        .await;
+    let client = reqwest::Client::new();
+    let from = |address: &str| {
+        client
+            .get(shop.url("/api/orders"))
+            .header("x-forwarded-for", format!("203.0.113.66, {address}"))
+            .send()
+    };
+    assert_eq!(from("198.51.100.1").await.unwrap().status(), 200);
+    assert_eq!(from("198.51.100.1").await.unwrap().status(), 429);
+    assert_eq!(
+        from("198.51.100.2").await.unwrap().status(),
+        200,
+        "another client behind the same proxy"
+    );
+    // What the client itself wrote first in the header does not matter.
+    let spoofed = client
+        .get(shop.url("/api/orders"))
+        .header("x-forwarded-for", "203.0.113.99, 198.51.100.1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spoofed.status(), 429);
+}
+
+#[tokio::test]
 async fn a_body_over_the_limit_is_refused_with_413() {
     let shop = shop()
         .app("orders", echo_app("orders"))
