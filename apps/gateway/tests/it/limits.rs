@@ -50,10 +50,10 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket() {
             .header("x-forwarded-for", format!("203.0.113.66, {address}"))
             .send()
     };
-    assert_eq!(from("198.51.100.1").await.unwrap().status(), 200);
-    assert_eq!(from("198.51.100.1").await.unwrap().status(), 429);
+    assert_eq!(from("198.51.100.1").await.expect("sent").status(), 200);
+    assert_eq!(from("198.51.100.1").await.expect("sent").status(), 429);
     assert_eq!(
-        from("198.51.100.2").await.unwrap().status(),
+        from("198.51.100.2").await.expect("sent").status(),
         200,
         "another client behind the same proxy"
     );
