@@ -59,22 +59,24 @@ where
 /// Deserializes JSON, turning serde's errors into problems that name the field.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
         if inner.is_syntax() || inner.is_eof() {
             return Problem::bad_request(format!("malformed JSON: {inner}"));
         }
         let message = inner.to_string();
-        // serde names missing and unknown fields in its message, not in the path.
-        let named = ["missing field `", "unknown field `"]
-            .iter()
-            .find_map(|prefix| message.strip_prefix(prefix))
-            .and_then(|rest| rest.split('`').next())
-            .map(str::to_owned);
-        let field = match (path.as_str(), named) {
-            (".", Some(name)) => name,
-            (path, Some(name)) if !path.ends_with(&name) => format!("{path}.{name}"),
+        // serde names missing and unknown fields in its message. The path of a missing field is
+        // the object that lacks it; the path of an unknown field already ends with it.
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next());
+        let unknown = message
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.split('`').next());
+        let field = match (path.as_str(), missing.or(unknown)) {
+            (".", Some(name)) => name.to_owned(),
+            (path, Some(name)) if missing.is_some() => format!("{path}.{name}"),
             (path, _) => path.to_owned(),
         };
         let message = message
@@ -83,7 +85,12 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
             .unwrap_or(&message)
             .to_owned();
         Problem::validation(field, message)
-    })
+    })?;
+    // As `axum::Json`: a document followed by anything but whitespace is not JSON.
+    deserializer
+        .end()
+        .map_err(|error| Problem::bad_request(format!("malformed JSON: {error}")))?;
+    Ok(value)
 }
 
 /// The headers the gateway sets after verifying a token. Apps trust them only on calls that

@@ -29,7 +29,8 @@ pub async fn bind(settings: &AppSettings) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {address}"))
 }
 
-/// Per-app HTTP metrics: requests and latency by method, route and status.
+/// Per-app HTTP metrics: requests and latency by method, route (the matched pattern, never the
+/// raw path, so ids do not make new series) and status.
 #[derive(Clone)]
 pub struct HttpMetrics {
     registry: Registry,
@@ -56,12 +57,12 @@ impl HttpMetrics {
         let latency = HistogramVec::new(
             HistogramOpts::new(
                 "http_request_duration_seconds",
-                "HTTP request latency, by route.",
+                "HTTP request latency, by route and status.",
             )
             .buckets(vec![
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             ]),
-            &["method", "route"],
+            &["method", "route", "status"],
         )
         .unwrap_or_else(|e| unreachable!("well-formed metric: {e}"));
         let _ = registry.register(Box::new(requests.clone()));
@@ -209,15 +210,12 @@ async fn observe(State(common): State<Common>, request: Request, next: Next) -> 
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    common
-        .metrics
-        .requests
-        .with_label_values(&[method.as_str(), route.as_str(), &status.to_string()])
-        .inc();
+    let labels = [method.as_str(), route.as_str(), &status.to_string()];
+    common.metrics.requests.with_label_values(&labels).inc();
     common
         .metrics
         .latency
-        .with_label_values(&[method.as_str(), route.as_str()])
+        .with_label_values(&labels)
         .observe(elapsed.as_secs_f64());
     if !quiet {
         span.in_scope(|| {

@@ -3,8 +3,8 @@
 //!
 //! Every app reads the variables Dapr sets for apps (`DAPR_HTTP_PORT`, `DAPR_GRPC_PORT`,
 //! `DAPR_API_TOKEN`, `APP_PORT`, `APP_API_TOKEN`) and its own, prefixed with `SHOP_<APP>_` and
-//! nested with `__` (`SHOP_AUTH_TOKEN__TTL_SECONDS=600`). The file is `SHOP_<APP>_CONFIG` or
-//! `config/<app>.toml` when it exists.
+//! nested with `__` (`SHOP_AUTH_AUTH__TOKEN_TTL_SECONDS=600` sets `auth.token_ttl_seconds`).
+//! The file is `SHOP_<APP>_CONFIG` or `config/<app>.toml` when it exists.
 
 use std::path::PathBuf;
 
@@ -167,20 +167,15 @@ where
         figment = figment.merge(Toml::file(file));
     }
     // The variables Dapr sets for the apps it runs.
-    for (variable, key, is_number) in [
-        ("DAPR_HTTP_PORT", "dapr.http_port", true),
-        ("DAPR_GRPC_PORT", "dapr.grpc_port", true),
-        ("APP_PORT", "app.port", true),
-        ("DAPR_API_TOKEN", "dapr.api_token", false),
-        ("APP_API_TOKEN", "dapr.app_api_token", false),
+    for (variable, key) in [
+        ("DAPR_HTTP_PORT", "dapr.http_port"),
+        ("DAPR_GRPC_PORT", "dapr.grpc_port"),
+        ("APP_PORT", "app.port"),
+        ("DAPR_API_TOKEN", "dapr.api_token"),
+        ("APP_API_TOKEN", "dapr.app_api_token"),
     ] {
         if let Some((_, value)) = environment.iter().find(|(k, _)| k == variable) {
-            let value = if is_number {
-                parse_env_value(value)
-            } else {
-                figment::value::Value::from(value.clone())
-            };
-            figment = figment.merge((key, value));
+            figment = figment.merge(EnvVariable::new(variable, key, value));
         }
     }
     for (variable, value) in &environment {
@@ -191,11 +186,22 @@ where
             continue;
         }
         let key = rest.to_ascii_lowercase().replace("__", ".");
-        figment = figment.merge((key, parse_env_value(value)));
+        figment = figment.merge(EnvVariable::new(variable, &key, value));
     }
-    let settings: S = figment.extract().map_err(|error| {
+    // Lossy: a number or boolean setting accepts its text ("8080", "true"), as environment
+    // values are text; a text setting keeps "8080" as it was written.
+    let settings: S = figment.extract_lossy().map_err(|error| {
         let key = error.path.join(".");
-        let message = error.kind.to_string();
+        let mut message = error.kind.to_string();
+        match error.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+            Some(figment::Source::File(path)) => {
+                message.push_str(&format!(" (in {})", path.display()));
+            }
+            Some(figment::Source::Custom(variable)) => {
+                message.push_str(&format!(" (from {variable})"));
+            }
+            _ => {}
+        }
         SettingsError::new(
             if key.is_empty() {
                 "<root>".to_owned()
@@ -209,11 +215,46 @@ where
     Ok(settings)
 }
 
-/// Environment values are strings; numbers and booleans are read as such, as figment's `Env`.
+/// One environment variable as a figment provider, so that errors say where a value came from.
+struct EnvVariable {
+    variable: String,
+    key: String,
+    value: figment::value::Value,
+}
+
+impl EnvVariable {
+    fn new(variable: &str, key: &str, value: &str) -> Self {
+        Self {
+            variable: variable.to_owned(),
+            key: key.to_owned(),
+            value: parse_env_value(value),
+        }
+    }
+}
+
+impl figment::Provider for EnvVariable {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::from(
+            "environment variable",
+            figment::Source::Custom(self.variable.clone()),
+        )
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        Serialized::default(&self.key, &self.value).data()
+    }
+}
+
+/// Environment values are text; arrays and tables (`[a, b]`, `{k = 1}`) are read as such, as
+/// figment's `Env` does, and everything else stays text for the lossy extraction to convert.
 fn parse_env_value(value: &str) -> figment::value::Value {
-    value
-        .parse::<figment::value::Value>()
-        .unwrap_or_else(|_| figment::value::Value::from(value.to_owned()))
+    use figment::value::Value;
+    match value.parse::<Value>() {
+        Ok(parsed @ (Value::Array(..) | Value::Dict(..))) => parsed,
+        _ => Value::from(value.to_owned()),
+    }
 }
 
 #[cfg(test)]

@@ -2,15 +2,22 @@
 //! OTLP when a collector is configured, and W3C trace context (`traceparent`) taken from
 //! incoming requests and CloudEvents and passed on to the sidecar.
 
+use std::sync::{Arc, OnceLock};
+
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator as _};
 use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use tracing::Subscriber;
+use tracing::dispatcher::{Dispatch, WeakDispatch};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, MakeWriter};
 use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::settings::TelemetrySettings;
@@ -29,8 +36,21 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Installs the process's logger and tracer. Call once, from `main` (or the launcher).
+/// Installs the process's logger and tracer, logging to stdout. Call once, from `main` (or the
+/// launcher).
 pub fn init(service: &str, settings: &TelemetrySettings) -> anyhow::Result<TelemetryGuard> {
+    init_with_writer(service, settings, std::io::stdout)
+}
+
+/// [`init`] with log lines written to `writer` (tests capture them).
+pub fn init_with_writer<W>(
+    service: &str,
+    settings: &TelemetrySettings,
+    writer: W,
+) -> anyhow::Result<TelemetryGuard>
+where
+    W: for<'writer> MakeWriter<'writer> + Send + Sync + 'static,
+{
     let mut provider = SdkTracerProvider::builder()
         .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
         .with_resource(
@@ -52,19 +72,75 @@ pub fn init(service: &str, settings: &TelemetrySettings) -> anyhow::Result<Telem
     let otel = tracing_opentelemetry::layer().with_tracer(tracer);
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     if settings.json {
+        let dispatch = Arc::new(OnceLock::new());
         registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .json()
                     .flatten_event(true)
                     .with_current_span(true)
-                    .with_span_list(false),
+                    .with_span_list(false)
+                    .map_event_format(|json| WithTraceIds {
+                        json,
+                        dispatch: dispatch.clone(),
+                    })
+                    .with_writer(writer),
             )
             .try_init()?;
+        // The formatter needs the subscriber to read each span's OpenTelemetry context.
+        let _ = dispatch.set(tracing::dispatcher::get_default(Dispatch::downgrade));
     } else {
-        registry.with(tracing_subscriber::fmt::layer()).try_init()?;
+        registry
+            .with(tracing_subscriber::fmt::layer().with_writer(writer))
+            .try_init()?;
     }
     Ok(TelemetryGuard { provider })
+}
+
+/// JSON lines with the `trace_id` and `span_id` of the span they are logged in, whichever span
+/// that is: ELK finds every line of a request by its trace id, and the span in the traces.
+struct WithTraceIds<F> {
+    json: F,
+    dispatch: Arc<OnceLock<WeakDispatch>>,
+}
+
+impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
+where
+    S: Subscriber + for<'lookup> LookupSpan<'lookup>,
+    N: for<'writer> FormatFields<'writer> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let context = ctx
+            .parent_span()
+            .zip(self.dispatch.get().and_then(WeakDispatch::upgrade))
+            .and_then(|(span, dispatch)| {
+                tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)
+            })
+            .map(|context| context.span().span_context().clone())
+            .filter(opentelemetry::trace::SpanContext::is_valid);
+        // An event with a `trace_id` field of its own keeps it.
+        let has_own = event.fields().any(|field| field.name() == "trace_id");
+        let Some(context) = context.filter(|_| !has_own) else {
+            return self.json.format_event(ctx, writer, event);
+        };
+        let mut line = String::new();
+        self.json.format_event(ctx, Writer::new(&mut line), event)?;
+        match line.strip_prefix('{') {
+            Some(rest) => write!(
+                writer,
+                "{{\"trace_id\":\"{}\",\"span_id\":\"{}\",{rest}",
+                context.trace_id(),
+                context.span_id()
+            ),
+            None => writer.write_str(&line),
+        }
+    }
 }
 
 struct HeaderReader<'a>(&'a HeaderMap);

@@ -182,20 +182,55 @@ impl Stack {
     /// production, the sidecar proves itself to the app with an app API token (`APP_API_TOKEN`),
     /// so nothing else can call the app directly.
     pub async fn bind(&self, app_id: &str) -> anyhow::Result<(BoundSidecar, DaprSettings)> {
-        let token = SecretString::from(unique("token-"));
+        self.bind_with(app_id, |_| {}).await
+    }
+
+    /// [`Stack::bind`] with options changed by `configure` (a `DAPR_API_TOKEN`, a
+    /// configuration file, more resources paths...); the settings follow the tokens set.
+    pub async fn bind_with(
+        &self,
+        app_id: &str,
+        configure: impl FnOnce(&mut SidecarOptions),
+    ) -> anyhow::Result<(BoundSidecar, DaprSettings)> {
         let mut options = SidecarOptions::new(app_id).resources_path(&self.components);
         options.working_dir = self.root.clone();
         options.metrics_port = None;
-        options.app_api_token = Some(token.clone());
+        options.app_api_token = Some(SecretString::from(unique("token-")));
+        configure(&mut options);
+        let api_token = options.api_token.clone();
+        let app_api_token = options.app_api_token.clone();
         let bound = Sidecar::bind(options, &self.topology).await?;
         let ports = bound.ports();
         let dapr = DaprSettings {
             http_port: ports.http,
             grpc_port: ports.grpc,
-            app_api_token: Some(token),
+            api_token,
+            app_api_token,
             ..DaprSettings::default()
         };
         Ok((bound, dapr))
+    }
+
+    /// Starts `bound` with no app behind it, to call the Dapr API through it; it stops with
+    /// the stack.
+    pub async fn start(&mut self, bound: BoundSidecar) -> anyhow::Result<()> {
+        self.sidecars.push(bound.start().await?);
+        Ok(())
+    }
+
+    /// Adds a component (`<name>.yaml` in the components directory) for the sidecars bound
+    /// after this call: a binding, a second pub/sub...
+    pub fn add_component(
+        &self,
+        name: &str,
+        kind: &str,
+        metadata: &[(&str, String)],
+    ) -> anyhow::Result<()> {
+        std::fs::write(
+            self.components.join(format!("{name}.yaml")),
+            component(name, kind, "v1", metadata),
+        )
+        .with_context(|| format!("cannot write the component {name}"))
     }
 
     /// Starts `bound` for `app`, runs the app, and waits until it answers `/healthz`. Returns
@@ -223,14 +258,12 @@ impl Stack {
 
     /// A sidecar for `app_id` with no app: calls through it carry `dapr-caller-app-id: app_id`.
     pub async fn caller(&mut self, app_id: &str) -> anyhow::Result<Caller> {
-        let (bound, _) = self.bind(app_id).await?;
-        let sidecar = bound.start().await?;
-        let caller = Caller {
-            base: format!("http://127.0.0.1:{}", sidecar.http_port()),
+        let (bound, dapr) = self.bind(app_id).await?;
+        self.start(bound).await?;
+        Ok(Caller {
+            base: format!("http://127.0.0.1:{}", dapr.http_port),
             http: self.http.clone(),
-        };
-        self.sidecars.push(sidecar);
-        Ok(caller)
+        })
     }
 
     /// An app of its own that subscribes to `topics` and records every event delivered.
@@ -263,9 +296,30 @@ impl Stack {
                 .await
                 .context("the observer failed")
         }));
-        let (bound, _) = self.bind(&unique("observer")).await?;
+        let (bound, dapr) = self.bind(&unique("observer")).await?;
         self.sidecars.push(bound.with_app_port(port).start().await?);
-        Ok(events)
+        // Subscribing happens after the sidecar starts; an event published before would be
+        // missed, so wait until the metadata API lists the subscriptions.
+        let metadata = format!("http://127.0.0.1:{}/v1.0/metadata", dapr.http_port);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let subscribed = match self.http.get(&metadata).send().await {
+                Ok(response) => response
+                    .json::<Value>()
+                    .await
+                    .ok()
+                    .and_then(|m| m["subscriptions"].as_array().map(Vec::len))
+                    .unwrap_or(0),
+                Err(_) => 0,
+            };
+            if subscribed >= topics.len() {
+                return Ok(events);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                anyhow::bail!("the observer did not subscribe to {topics:?} within 10 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Stops every app and sidecar and reports the first app that failed.
