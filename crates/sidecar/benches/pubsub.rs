@@ -13,16 +13,24 @@
 //!   queue; Redis: `XADD` → `XREADGROUP` + `XACK`; Kafka: rdkafka `FutureProducer` →
 //!   `StreamConsumer`, on librdkafka's in-process mock cluster). The in-memory broker has no
 //!   direct counterpart.
+//! * sidecar bulk: the same two sidecars through Dapr's bulk APIs. The client publishes batches
+//!   of `B` entries with `POST /v1.0-alpha1/publish/bulk/pubsub/{topic}`, `K` requests in
+//!   flight; the app's subscription has `bulkSubscribe` (`maxMessagesCount` `B`,
+//!   `maxAwaitDurationMs` `W`) and answers `SUCCESS` for every entry of a
+//!   `com.dapr.event.sent.bulk` delivery. Delivery stays persistent and at-least-once: the
+//!   sidecar acknowledges an entry to the broker only after the app's `SUCCESS`.
 //! * halves (RabbitMQ and Redis): the sidecar on one end only, publisher sidecar → the broker's
 //!   consumer, and the broker's client → subscriber sidecar → app (the client wraps the body in
 //!   a CloudEvent, as a sidecar would). They show which end of the sidecar path costs what.
 //!
 //! Two measurements per path:
 //!
-//! 1. Throughput: `N` messages of 256 bytes of JSON, `C` publishes in flight, timed from the
-//!    first publish until the last message is delivered (to the app, or to the direct consumer).
+//! 1. Throughput: `N` messages of 256 bytes of JSON, `C` publishes in flight (`K` bulk requests
+//!    of `B` on the bulk path), timed from the first publish until the last message is
+//!    delivered (to the app, or to the direct consumer).
 //!    Each round also reports this process's CPU time per message and how busy the machine was.
-//! 2. Latency: one message at a time; publish start → delivery, p50/p99.
+//! 2. Latency: one message at a time (a bulk request of one entry on the bulk path); publish
+//!    start → delivery, p50/p99.
 //!
 //! Paths alternate round by round (the order rotates) so that drift on the machine hits them
 //! alike. Servers (the app, the sidecars, the direct consumers) run on a two-worker runtime; the
@@ -30,7 +38,9 @@
 //! own on the main thread.
 //!
 //! Tuning through the environment: `PUBSUB_BENCH_MESSAGES` (N, default 5000),
-//! `PUBSUB_BENCH_CONCURRENCY` (C, default 16), `PUBSUB_BENCH_ROUNDS` (default 5),
+//! `PUBSUB_BENCH_CONCURRENCY` (C, default 16), `PUBSUB_BENCH_BATCH` (B, default 100),
+//! `PUBSUB_BENCH_BULK_CONCURRENCY` (K, default 4), `PUBSUB_BENCH_BULK_AWAIT_MS` (W, default 10),
+//! `PUBSUB_BENCH_ROUNDS` (default 5),
 //! `PUBSUB_BENCH_LATENCY` (sequential samples per path, default 300),
 //! `PUBSUB_BENCH_KAFKA_LATENCY` (the same for Kafka, default 20: see the doc),
 //! `PUBSUB_BENCH_WARMUP` (messages per path before measuring, default 200),
@@ -105,6 +115,12 @@ struct Settings {
     messages: usize,
     /// Publishes in flight during a throughput round.
     concurrency: usize,
+    /// Entries per bulk publish, and the bulk subscription's `maxMessagesCount`.
+    batch: usize,
+    /// Bulk publish requests in flight during a throughput round.
+    bulk_concurrency: usize,
+    /// The bulk subscription's `maxAwaitDurationMs`.
+    bulk_await_ms: usize,
     rounds: usize,
     /// Sequential samples per path (per broker, Kafka aside).
     latency: usize,
@@ -130,6 +146,9 @@ impl Settings {
         Self {
             messages: env_usize("PUBSUB_BENCH_MESSAGES", messages),
             concurrency: env_usize("PUBSUB_BENCH_CONCURRENCY", 16),
+            batch: env_usize("PUBSUB_BENCH_BATCH", 100),
+            bulk_concurrency: env_usize("PUBSUB_BENCH_BULK_CONCURRENCY", 4),
+            bulk_await_ms: env_usize("PUBSUB_BENCH_BULK_AWAIT_MS", 10),
             rounds: env_usize("PUBSUB_BENCH_ROUNDS", rounds),
             latency: env_usize("PUBSUB_BENCH_LATENCY", latency),
             kafka_latency: env_usize("PUBSUB_BENCH_KAFKA_LATENCY", kafka_latency),
@@ -171,6 +190,19 @@ struct Tag {
 #[derive(Deserialize)]
 struct Envelope {
     data: Tag,
+}
+
+/// What the app receives on a bulk subscription: entries, each with its CloudEvent.
+#[derive(Deserialize)]
+struct BulkDelivery {
+    entries: Vec<BulkDeliveryEntry>,
+}
+
+#[derive(Deserialize)]
+struct BulkDeliveryEntry {
+    #[serde(rename = "entryId")]
+    entry_id: String,
+    event: Envelope,
 }
 
 /// `body` in a CloudEvent, as a sidecar would have published it: what a subscriber sidecar
@@ -307,6 +339,12 @@ enum Publisher {
         client: Box<PublishClient>,
         uri: Uri,
     },
+    /// `POST /v1.0-alpha1/publish/bulk/pubsub/{topic}` on the publisher sidecar, one request
+    /// per batch of bodies.
+    SidecarBulk {
+        client: Box<PublishClient>,
+        uri: Uri,
+    },
     /// lapin, persistent message, waiting for the publisher confirm.
     Rabbit {
         channel: lapin::Channel,
@@ -329,8 +367,22 @@ enum Publisher {
 }
 
 impl Publisher {
+    /// Whether this publisher sends batches (and [`Publisher::publish_batch`] is the way to
+    /// use it).
+    fn is_bulk(&self) -> bool {
+        matches!(self, Self::SidecarBulk { .. })
+    }
+
+    /// Publishes `bodies` in one bulk request (bulk publishers only).
+    async fn publish_batch(&self, bodies: Vec<Bytes>) -> anyhow::Result<()> {
+        let Self::SidecarBulk { client, uri } = self else {
+            bail!("not a bulk publisher");
+        };
+        bulk_publish(client, uri, &bodies).await
+    }
     async fn publish(&self, body: Bytes) -> anyhow::Result<()> {
         match self {
+            Self::SidecarBulk { client, uri } => bulk_publish(client, uri, &[body]).await?,
             Self::Sidecar { client, uri } => {
                 let request = Request::post(uri.clone())
                     .header(http::header::CONTENT_TYPE, "application/json")
@@ -404,6 +456,35 @@ impl Publisher {
     }
 }
 
+/// One bulk publish request with `bodies` as its entries; fails unless the sidecar took them all.
+async fn bulk_publish(client: &PublishClient, uri: &Uri, bodies: &[Bytes]) -> anyhow::Result<()> {
+    // `[{"entryId":"0","event":<body>,"contentType":"application/json"}, ...]`: the bodies
+    // are JSON already, so they go in as they are.
+    let mut request_body = Vec::with_capacity(bodies.len() * (MESSAGE_BYTES + 64) + 2);
+    request_body.push(b'[');
+    for (i, body) in bodies.iter().enumerate() {
+        if i > 0 {
+            request_body.push(b',');
+        }
+        request_body.extend_from_slice(format!(r#"{{"entryId":"{i}","event":"#).as_bytes());
+        request_body.extend_from_slice(body);
+        request_body.extend_from_slice(br#","contentType":"application/json"}"#);
+    }
+    request_body.push(b']');
+    let request = Request::post(uri.clone())
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(request_body)))?;
+    let response = client.request(request).await?;
+    let status = response.status();
+    let answer = response.into_body().collect().await?.to_bytes();
+    ensure!(
+        status == StatusCode::NO_CONTENT,
+        "bulk publish through the sidecar: {status} {}",
+        String::from_utf8_lossy(&answer)
+    );
+    Ok(())
+}
+
 /// One way from publisher to consumer.
 struct Path {
     label: String,
@@ -415,6 +496,8 @@ struct Path {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
     Sidecar,
+    /// The sidecar through the bulk APIs: held to the same targets as [`Role::Sidecar`].
+    SidecarBulk,
     Direct,
     /// Shown for comparison only (not the baseline of a target).
     Reference,
@@ -489,18 +572,31 @@ impl CpuTicks {
     }
 }
 
-async fn throughput(path: &Path, messages: usize, concurrency: usize) -> anyhow::Result<Round> {
+async fn throughput(path: &Path, messages: usize, settings: Settings) -> anyhow::Result<Round> {
     let phase = next_phase();
     let bodies: Vec<Bytes> = (0..messages).map(|seq| payload(phase, seq)).collect();
     path.collector.begin(phase, messages, false);
     let cpu = CpuTicks::now();
     let started = Instant::now();
-    futures::stream::iter(bodies)
-        .map(|body| path.publisher.publish(body))
-        .buffer_unordered(concurrency)
-        .try_collect::<()>()
-        .await
-        .with_context(|| format!("publishing on {}", path.label))?;
+    let published = if path.publisher.is_bulk() {
+        let mut bodies = bodies.into_iter();
+        let batches = std::iter::from_fn(|| {
+            let batch: Vec<Bytes> = bodies.by_ref().take(settings.batch.max(1)).collect();
+            (!batch.is_empty()).then_some(batch)
+        });
+        futures::stream::iter(batches)
+            .map(|batch| path.publisher.publish_batch(batch))
+            .buffer_unordered(settings.bulk_concurrency)
+            .try_collect::<()>()
+            .await
+    } else {
+        futures::stream::iter(bodies)
+            .map(|body| path.publisher.publish(body))
+            .buffer_unordered(settings.concurrency)
+            .try_collect::<()>()
+            .await
+    };
+    published.with_context(|| format!("publishing on {}", path.label))?;
     let published = started.elapsed();
     let (first, last) = path
         .collector
@@ -592,14 +688,14 @@ async fn measure(
     // A quarter of the measured count at most: Kafka's samples take half a second each.
     let warmup_latency = (settings.warmup / 10).min(latency_count / 4).max(1);
     for path in paths {
-        throughput(path, settings.warmup, settings.concurrency).await?;
+        throughput(path, settings.warmup, settings).await?;
         latency(path, warmup_latency).await?;
     }
     let rounds = settings.rounds.max(1);
     for round in 0..rounds {
         for offset in 0..paths.len() {
             let i = (round + offset) % paths.len();
-            let result = throughput(&paths[i], settings.messages, settings.concurrency).await?;
+            let result = throughput(&paths[i], settings.messages, settings).await?;
             measured[i].rounds.push(result);
         }
     }
@@ -628,15 +724,42 @@ async fn measure(
 // ---------------------------------------------------------------------------------------------
 // The sidecar side: a publisher sidecar, a subscriber sidecar and its app.
 
+/// A topic the subscriber app subscribes to, and how.
+struct Subscribed {
+    topic: String,
+    collector: Arc<Collector>,
+    /// `bulkSubscribe` with `maxMessagesCount` and `maxAwaitDurationMs`.
+    bulk: Option<(usize, usize)>,
+}
+
+impl Subscribed {
+    fn one_by_one(topic: &str, collector: &Arc<Collector>) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            collector: collector.clone(),
+            bulk: None,
+        }
+    }
+}
+
 /// The app behind the subscriber sidecar: subscribes to each topic (route `/events/{i}`) and
-/// records every delivery with that topic's collector.
-fn subscriber_app(topics: &[(String, Arc<Collector>)]) -> axum::Router {
+/// records every delivery with that topic's collector. Bulk deliveries are answered with a
+/// `SUCCESS` per entry.
+fn subscriber_app(topics: &[Subscribed]) -> axum::Router {
     let subscriptions = serde_json::Value::Array(
         topics
             .iter()
             .enumerate()
-            .map(|(i, (topic, _))| {
-                serde_json::json!({"pubsubname": "pubsub", "topic": topic, "route": format!("/events/{i}")})
+            .map(|(i, subscribed)| {
+                let mut subscription = serde_json::json!({"pubsubname": "pubsub", "topic": subscribed.topic, "route": format!("/events/{i}")});
+                if let Some((count, await_ms)) = subscribed.bulk {
+                    subscription["bulkSubscribe"] = serde_json::json!({
+                        "enabled": true,
+                        "maxMessagesCount": count,
+                        "maxAwaitDurationMs": await_ms,
+                    });
+                }
+                subscription
             })
             .collect(),
     )
@@ -653,8 +776,18 @@ fn subscriber_app(topics: &[(String, Arc<Collector>)]) -> axum::Router {
             }
         }),
     );
-    for (i, (_, collector)) in topics.iter().enumerate() {
-        let collector = collector.clone();
+    for (i, subscribed) in topics.iter().enumerate() {
+        let collector = subscribed.collector.clone();
+        if subscribed.bulk.is_some() {
+            router = router.route(
+                &format!("/events/{i}"),
+                axum::routing::post(move |body: Bytes| {
+                    let collector = collector.clone();
+                    async move { bulk_reply(&collector, &body) }
+                }),
+            );
+            continue;
+        }
         router = router.route(
             &format!("/events/{i}"),
             axum::routing::post(move |body: Bytes| {
@@ -670,6 +803,31 @@ fn subscriber_app(topics: &[(String, Arc<Collector>)]) -> axum::Router {
         );
     }
     router
+}
+
+/// Records every entry of a bulk delivery and answers `SUCCESS` for each (a 400 for a body
+/// that is not a bulk delivery, so that the sidecar retries it and the round reports it).
+fn bulk_reply(collector: &Collector, body: &[u8]) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let at = Instant::now();
+    let Ok(delivery) = serde_json::from_slice::<BulkDelivery>(body) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let mut reply = String::with_capacity(16 + delivery.entries.len() * 48);
+    reply.push_str(r#"{"statuses":["#);
+    for (i, entry) in delivery.entries.iter().enumerate() {
+        collector.record(entry.event.data.phase, entry.event.data.seq, at);
+        if i > 0 {
+            reply.push(',');
+        }
+        // Entry ids are the sidecar's UUIDs: nothing in them needs escaping.
+        reply.push_str(&format!(
+            r#"{{"entryId":"{}","status":"SUCCESS"}}"#,
+            entry.entry_id
+        ));
+    }
+    reply.push_str("]}");
+    ([(http::header::CONTENT_TYPE, "application/json")], reply).into_response()
 }
 
 fn component(kind: &str, metadata: &[(&str, String)]) -> String {
@@ -699,7 +857,7 @@ struct SidecarSide {
 fn start_sidecars(
     servers: &Runtime,
     yaml: &str,
-    topics: &[(String, Arc<Collector>)],
+    topics: &[Subscribed],
 ) -> anyhow::Result<SidecarSide> {
     let app_port = serve(servers, subscriber_app(topics));
     let topology = Topology::in_process();
@@ -752,6 +910,17 @@ impl SidecarSide {
             uri: uri(
                 self.publisher.http_port(),
                 &format!("/v1.0/publish/pubsub/{topic}"),
+            ),
+        }
+    }
+
+    /// Bulk publishing to `topic` through the publisher sidecar.
+    fn bulk_publisher(&self, topic: &str) -> Publisher {
+        Publisher::SidecarBulk {
+            client: Box::new(http_client()),
+            uri: uri(
+                self.publisher.http_port(),
+                &format!("/v1.0-alpha1/publish/bulk/pubsub/{topic}"),
             ),
         }
     }
@@ -1056,15 +1225,40 @@ fn kafka_producer(brokers: &str, topic: &str) -> anyhow::Result<Publisher> {
 
 struct Outcome {
     measured: Vec<Measured>,
-    throughput_share: Option<f64>,
-    added_p50_us: Option<f64>,
+    /// One per sidecar path (per message, bulk), against the direct path.
+    versus: Vec<Versus>,
     warnings: Vec<(String, usize, String)>,
+}
+
+/// A sidecar path against the direct path, for the targets.
+struct Versus {
+    role: Role,
+    /// Median rates, msg/s: the sidecar path's, and the direct path's when there is one.
+    rate: f64,
+    direct_rate: Option<f64>,
+    /// The sidecar path's p50, and its p50 minus the direct path's (µs).
+    p50_us: f64,
+    added_p50_us: Option<f64>,
+}
+
+impl Role {
+    /// The name of a sidecar path in the summary.
+    fn path_name(self) -> &'static str {
+        match self {
+            Self::Sidecar => "per message",
+            Self::SidecarBulk => "bulk",
+            Self::Direct => "direct",
+            Self::Reference => "reference",
+        }
+    }
 }
 
 /// The topics of one broker's run, one per path.
 struct Topics {
     /// Sidecar → broker → sidecar → app.
     sidecar: String,
+    /// The same through the bulk APIs.
+    sidecar_bulk: String,
     /// The broker's client on both ends.
     direct: String,
     /// Publisher sidecar → broker → the broker's client (RabbitMQ and Redis only).
@@ -1080,6 +1274,7 @@ impl Topics {
         let prefix = unique("bench-");
         Self {
             sidecar: format!("{prefix}-sidecar"),
+            sidecar_bulk: format!("{prefix}-sidecar-bulk"),
             direct: format!("{prefix}-direct"),
             sidecar_publish: format!("{prefix}-sidecar-publish"),
             sidecar_deliver: format!("{prefix}-sidecar-deliver"),
@@ -1092,6 +1287,7 @@ impl Topics {
 #[derive(Default)]
 struct Collectors {
     sidecar: Arc<Collector>,
+    sidecar_bulk: Arc<Collector>,
     direct: Arc<Collector>,
     sidecar_publish: Arc<Collector>,
     sidecar_deliver: Arc<Collector>,
@@ -1123,7 +1319,12 @@ fn run_broker(
     let kafka = match broker {
         Broker::Kafka => {
             let cluster = rdkafka::mocking::MockCluster::new(1)?;
-            for topic in [&topics.sidecar, &topics.direct, &topics.reference] {
+            for topic in [
+                &topics.sidecar,
+                &topics.sidecar_bulk,
+                &topics.direct,
+                &topics.reference,
+            ] {
                 cluster.create_topic(topic, 1, 1)?;
             }
             Some(cluster)
@@ -1155,11 +1356,17 @@ fn run_broker(
             ],
         ),
     };
-    let mut subscribed = vec![(topics.sidecar.clone(), collectors.sidecar.clone())];
+    let mut subscribed = vec![
+        Subscribed::one_by_one(&topics.sidecar, &collectors.sidecar),
+        Subscribed {
+            bulk: Some((settings.batch, settings.bulk_await_ms)),
+            ..Subscribed::one_by_one(&topics.sidecar_bulk, &collectors.sidecar_bulk)
+        },
+    ];
     if has_halves(broker) {
-        subscribed.push((
-            topics.sidecar_deliver.clone(),
-            collectors.sidecar_deliver.clone(),
+        subscribed.push(Subscribed::one_by_one(
+            &topics.sidecar_deliver,
+            &collectors.sidecar_deliver,
         ));
     }
     let side = start_sidecars(servers, &yaml, &subscribed)?;
@@ -1302,6 +1509,13 @@ fn run_broker(
             publisher: side.publisher(&topics.sidecar),
             collector: collectors.sidecar.clone(),
         });
+        paths.push(Path {
+            label: "sidecar bulk: HTTP bulk publish → publisher sidecar → broker → subscriber sidecar → app (bulk subscribe)"
+                .into(),
+            role: Role::SidecarBulk,
+            publisher: side.bulk_publisher(&topics.sidecar_bulk),
+            collector: collectors.sidecar_bulk.clone(),
+        });
         let measured = measure(&paths, settings, latency_count).await;
         // What was logged while measuring (not what stopping everything logs).
         let logged = warnings::take();
@@ -1327,6 +1541,7 @@ fn run_broker(
             let mut connection = redis_client()?.get_multiplexed_async_connection().await?;
             let streams = [
                 &topics.sidecar,
+                &topics.sidecar_bulk,
                 &topics.direct,
                 &topics.sidecar_publish,
                 &topics.sidecar_deliver,
@@ -1340,22 +1555,26 @@ fn run_broker(
     drop(vhost);
     let (measured, logged) = result?;
 
-    let sidecar = measured.iter().find(|m| m.role == Role::Sidecar);
     let direct = measured.iter().find(|m| m.role == Role::Direct);
-    let (throughput_share, added_p50_us) = match (sidecar, direct) {
-        (Some(s), Some(d)) => (
-            Some(
-                median(s.rounds.iter().map(|r| r.delivered))
-                    / median(d.rounds.iter().map(|r| r.delivered)),
-            ),
-            Some(Stats::of(&s.samples).p50 - Stats::of(&d.samples).p50),
-        ),
-        _ => (None, None),
-    };
+    let direct_rate = direct.map(|d| median(d.rounds.iter().map(|r| r.delivered)));
+    let direct_p50 = direct.map(|d| Stats::of(&d.samples).p50);
+    let versus = measured
+        .iter()
+        .filter(|m| matches!(m.role, Role::Sidecar | Role::SidecarBulk))
+        .map(|m| {
+            let p50_us = Stats::of(&m.samples).p50;
+            Versus {
+                role: m.role,
+                rate: median(m.rounds.iter().map(|r| r.delivered)),
+                direct_rate,
+                p50_us,
+                added_p50_us: direct_p50.map(|d| p50_us - d),
+            }
+        })
+        .collect();
     Ok(Outcome {
         measured,
-        throughput_share,
-        added_p50_us,
+        versus,
         warnings: logged,
     })
 }
@@ -1387,9 +1606,13 @@ fn verdict(pass: bool) -> &'static str {
 fn report(broker: Broker, settings: Settings, latency_count: usize, outcome: &Outcome) {
     println!("\n### {}\n", broker.title());
     println!(
-        "Throughput: {} messages of {MESSAGE_BYTES} bytes per round, {} publishes in flight, {} rounds \
-         (rate = messages / (last delivery − first publish)).\n",
-        settings.messages, settings.concurrency, settings.rounds
+        "Throughput: {} messages of {MESSAGE_BYTES} bytes per round, {} publishes in flight (bulk: \
+         {} requests of {} entries), {} rounds (rate = messages / (last delivery − first publish)).\n",
+        settings.messages,
+        settings.concurrency,
+        settings.bulk_concurrency,
+        settings.batch,
+        settings.rounds
     );
     println!(
         "| path | msgs/s per round | median msgs/s | publish side msgs/s (median) | first delivery ms (median) | process CPU µs/msg (median) | machine busy % (median) | vs direct | target | result |"
@@ -1414,7 +1637,7 @@ fn report(broker: Broker, settings: Settings, latency_count: usize, outcome: &Ou
         let busy = median(m.rounds.iter().filter_map(|r| r.machine_busy)) * 100.0;
         let (share, target, result) = match (m.role, direct_rate) {
             (Role::Direct, _) => ("baseline".to_owned(), String::new(), ""),
-            (Role::Sidecar, Some(base)) => (
+            (Role::Sidecar | Role::SidecarBulk, Some(base)) => (
                 format!("{:.0} %", rate / base * 100.0),
                 format!("≥ {:.0} %", TARGET_THROUGHPUT_SHARE * 100.0),
                 verdict(rate / base >= TARGET_THROUGHPUT_SHARE),
@@ -1440,7 +1663,7 @@ fn report(broker: Broker, settings: Settings, latency_count: usize, outcome: &Ou
         let max = m.samples.iter().max().copied().unwrap_or(0) as f64 / 1000.0;
         let (added, target, result) = match (m.role, base) {
             (Role::Direct, _) => ("baseline".to_owned(), String::new(), ""),
-            (Role::Sidecar, Some(b)) => (
+            (Role::Sidecar | Role::SidecarBulk, Some(b)) => (
                 format!("{:.1}", s.p50 - b.p50),
                 format!("≤ {TARGET_ADDED_P50_US:.0}"),
                 verdict(s.p50 - b.p50 <= TARGET_ADDED_P50_US),
@@ -1578,10 +1801,15 @@ fn main() -> anyhow::Result<()> {
     println!("- machine: {}", machine());
     println!(
         "- {} messages of {MESSAGE_BYTES} bytes per throughput round with {} publishes in \
-         flight, {} rounds; {} sequential latency samples per path ({} for Kafka); {} warm-up \
-         messages per path; one more message per path after {}s idle",
+         flight (bulk: {} requests of {} entries in flight, bulk subscribe maxMessagesCount {} \
+         and maxAwaitDurationMs {}), {} rounds; {} sequential latency samples per path ({} for \
+         Kafka); {} warm-up messages per path; one more message per path after {}s idle",
         settings.messages,
         settings.concurrency,
+        settings.bulk_concurrency,
+        settings.batch,
+        settings.batch,
+        settings.bulk_await_ms,
         settings.rounds,
         settings.latency,
         settings.kafka_latency,
@@ -1628,28 +1856,38 @@ fn main() -> anyhow::Result<()> {
 
     println!("\n### Summary\n");
     println!(
-        "| broker | sidecar throughput vs direct | ≥ {:.0} % | added p50 µs | ≤ {TARGET_ADDED_P50_US:.0} µs |",
+        "| broker | sidecar path | direct msg/s | sidecar msg/s | sidecar / direct | ≥ {:.0} % | p50 µs | added p50 µs | ≤ {TARGET_ADDED_P50_US:.0} µs |",
         TARGET_THROUGHPUT_SHARE * 100.0
     );
-    println!("|---|---:|---|---:|---|");
+    println!("|---|---|---:|---:|---:|---|---:|---:|---|");
     for (broker, outcome) in &summary {
-        match outcome {
-            Some(Outcome {
-                throughput_share: Some(share),
-                added_p50_us: Some(added),
-                ..
-            }) => println!(
-                "| {} | {:.0} % | {} | {added:.1} | {} |",
-                broker.name(),
-                share * 100.0,
-                verdict(*share >= TARGET_THROUGHPUT_SHARE),
-                verdict(*added <= TARGET_ADDED_P50_US)
-            ),
-            Some(_) => println!("| {} | no baseline | – | no baseline | – |", broker.name()),
-            None => println!(
-                "| {} | not measured | – | not measured | – |",
+        let Some(outcome) = outcome else {
+            println!(
+                "| {} | – | not measured | – | – | – | – | – | – |",
                 broker.name()
-            ),
+            );
+            continue;
+        };
+        for versus in &outcome.versus {
+            let (direct, share, share_verdict) = match versus.direct_rate {
+                Some(base) => (
+                    format!("{base:.0}"),
+                    format!("{:.0} %", versus.rate / base * 100.0),
+                    verdict(versus.rate / base >= TARGET_THROUGHPUT_SHARE),
+                ),
+                None => ("no baseline".to_owned(), "–".to_owned(), "–"),
+            };
+            let (added, added_verdict) = match versus.added_p50_us {
+                Some(added) => (format!("{added:.1}"), verdict(added <= TARGET_ADDED_P50_US)),
+                None => ("–".to_owned(), "–"),
+            };
+            println!(
+                "| {} | {} | {direct} | {:.0} | {share} | {share_verdict} | {:.1} | {added} | {added_verdict} |",
+                broker.name(),
+                versus.role.path_name(),
+                versus.rate,
+                versus.p50_us,
+            );
         }
     }
     println!("\n- load average at the end: {}", load_average());

@@ -15,10 +15,11 @@ use http::{HeaderName, HeaderValue, Request, StatusCode};
 use http_body_util::BodyExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use tokio::sync::{mpsc, oneshot};
 
 use crate::pubsub::envelope::{self, CLOUDEVENTS_JSON};
-use crate::pubsub::{Handler, HandlerError, Message, PublishRequest, SubscribeRequest};
+use crate::pubsub::{
+    BatchLimits, BulkHandler, Handler, HandlerError, Message, PublishRequest, SubscribeRequest,
+};
 use crate::resiliency::{self, BreakerRejection};
 use crate::resources::{BulkSubscribe, RouteRule, SubscriptionDef, TargetPolicies};
 use crate::runtime::Runtime;
@@ -270,24 +271,33 @@ impl Runtime {
             dead_letter_topic: def.dead_letter_topic.clone(),
             raw_payload,
         });
-        let handler: Handler = match def.bulk_subscribe.as_ref().filter(|b| b.enabled) {
-            None => {
-                let runtime = self.clone();
-                Arc::new(move |message| {
-                    let (runtime, compiled) = (runtime.clone(), compiled.clone());
-                    Box::pin(async move { runtime.handle(&compiled, message).await })
-                })
-            }
-            Some(bulk) => self.bulk_handler(compiled, bulk),
-        };
         let request = SubscribeRequest {
             topic: def.topic.clone(),
             metadata: def.metadata.clone(),
         };
-        component
-            .pubsub
-            .subscribe(request, handler, self.shutdown.child_token())
-            .await?;
+        let stop = self.shutdown.child_token();
+        match def.bulk_subscribe.as_ref().filter(|b| b.enabled) {
+            None => {
+                let runtime = self.clone();
+                let handler: Handler = Arc::new(move |message| {
+                    let (runtime, compiled) = (runtime.clone(), compiled.clone());
+                    Box::pin(async move { runtime.handle(&compiled, message).await })
+                });
+                component.pubsub.subscribe(request, handler, stop).await?;
+            }
+            Some(bulk) => {
+                let limits = BatchLimits::new(bulk.max_messages_count, bulk.max_await_duration_ms);
+                let runtime = self.clone();
+                let handler: BulkHandler = Arc::new(move |messages| {
+                    let (runtime, compiled) = (runtime.clone(), compiled.clone());
+                    Box::pin(async move { runtime.deliver_batch(&compiled, &messages).await })
+                });
+                component
+                    .pubsub
+                    .bulk_subscribe(request, limits, handler, stop)
+                    .await?;
+            }
+        }
         tracing::info!(pubsub = %def.pubsub_name, topic = %def.topic, "subscribed");
         Ok(())
     }
@@ -548,77 +558,6 @@ impl Runtime {
             Err(error) => {
                 tracing::error!(error = %format!("{error:#}"), "publishing to the dead-letter topic failed");
                 Err(HandlerError::Retry)
-            }
-        }
-    }
-
-    /// A handler that collects messages into batches for bulk delivery.
-    fn bulk_handler(
-        self: &Arc<Self>,
-        subscription: Arc<Compiled>,
-        settings: &BulkSubscribe,
-    ) -> Handler {
-        let max_count = settings
-            .max_messages_count
-            .filter(|n| *n > 0)
-            .unwrap_or(100) as usize;
-        let max_wait = Duration::from_millis(u64::from(
-            settings
-                .max_await_duration_ms
-                .filter(|n| *n > 0)
-                .unwrap_or(1000),
-        ));
-        let (sender, receiver) =
-            mpsc::channel::<(Message, oneshot::Sender<Result<(), HandlerError>>)>(max_count * 2);
-        let runtime = self.clone();
-        tokio::spawn(async move {
-            runtime
-                .run_batches(subscription, receiver, max_count, max_wait)
-                .await
-        });
-        Arc::new(move |message| {
-            let sender = sender.clone();
-            Box::pin(async move {
-                let (reply, answer) = oneshot::channel();
-                sender
-                    .send((message, reply))
-                    .await
-                    .map_err(|_| HandlerError::Shutdown)?;
-                answer.await.unwrap_or(Err(HandlerError::Shutdown))
-            })
-        })
-    }
-
-    async fn run_batches(
-        self: Arc<Self>,
-        subscription: Arc<Compiled>,
-        mut receiver: mpsc::Receiver<(Message, oneshot::Sender<Result<(), HandlerError>>)>,
-        max_count: usize,
-        max_wait: Duration,
-    ) {
-        loop {
-            let first = tokio::select! {
-                first = receiver.recv() => first,
-                () = self.shutdown.cancelled() => None,
-            };
-            let Some(first) = first else { return };
-            let mut batch = vec![first];
-            let deadline = tokio::time::sleep(max_wait);
-            tokio::pin!(deadline);
-            while batch.len() < max_count {
-                tokio::select! {
-                    next = receiver.recv() => match next {
-                        Some(entry) => batch.push(entry),
-                        None => break,
-                    },
-                    () = &mut deadline => break,
-                    () = self.shutdown.cancelled() => break,
-                }
-            }
-            let (messages, replies): (Vec<Message>, Vec<_>) = batch.into_iter().unzip();
-            let results = self.deliver_batch(&subscription, &messages).await;
-            for (reply, result) in replies.into_iter().zip(results) {
-                let _ = reply.send(result);
             }
         }
     }

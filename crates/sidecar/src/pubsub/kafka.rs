@@ -4,7 +4,10 @@
 //! As components-contrib with `consumeRetryEnabled` (its pub/sub default): a message the app
 //! fails is retried in place every `backOffDuration`, holding its partition, and an offset is
 //! stored only after the app's success, then committed. On shutdown nothing in flight is
-//! committed, so the next owner of the partition gets it again.
+//! committed, so the next owner of the partition gets it again. A bulk subscription takes
+//! what the consumer has (up to a batch, waiting at most `maxAwaitDurationMs` for more),
+//! retries in place only the entries the app did not take, and stores the offsets once the
+//! batch is done.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,13 +18,17 @@ use async_trait::async_trait;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, ClientContext};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Features, Handler, HandlerError, Message, PubSub, PublishRequest, SubscribeRequest};
+use super::{
+    BatchLimits, BulkHandler, Features, Handler, HandlerError, Message, PubSub, PublishRequest,
+    SubscribeRequest,
+};
 use crate::resources::{ComponentMetadata, ResourceError};
 
 /// How long a publish may wait for the broker before it fails the caller.
@@ -165,6 +172,49 @@ impl PubSub for Kafka {
         handler: Handler,
         stop: CancellationToken,
     ) -> anyhow::Result<()> {
+        let consumer = self.consumer(&request)?;
+        let retry_interval = self.settings.retry_interval;
+        tokio::spawn(async move {
+            consume(consumer, handler, stop, retry_interval).await;
+        });
+        Ok(())
+    }
+
+    async fn bulk_subscribe(
+        &self,
+        request: SubscribeRequest,
+        limits: BatchLimits,
+        handler: BulkHandler,
+        stop: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let consumer = self.consumer(&request)?;
+        let retry_interval = self.settings.retry_interval;
+        tokio::spawn(async move {
+            consume_batches(consumer, handler, limits, stop, retry_interval).await;
+        });
+        Ok(())
+    }
+
+    async fn ping(&self) -> anyhow::Result<()> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, Duration::from_secs(10))
+                .map(|_| ())
+                .map_err(|e| anyhow!("cannot reach the Kafka brokers: {e}"))
+        })
+        .await
+        .map_err(|e| anyhow!(e))?
+    }
+}
+
+impl Kafka {
+    /// A consumer of the group, subscribed to the request's topic.
+    fn consumer(
+        &self,
+        request: &SubscribeRequest,
+    ) -> anyhow::Result<StreamConsumer<CommitOnRevoke>> {
         let mut config = self.settings.base_config();
         config
             .set("group.id", &self.settings.group)
@@ -181,24 +231,7 @@ impl PubSub for Kafka {
         consumer
             .subscribe(&[request.topic.as_str()])
             .with_context(|| format!("cannot subscribe to {}", request.topic))?;
-        let retry_interval = self.settings.retry_interval;
-        tokio::spawn(async move {
-            consume(consumer, handler, stop, retry_interval).await;
-        });
-        Ok(())
-    }
-
-    async fn ping(&self) -> anyhow::Result<()> {
-        let producer = self.producer.clone();
-        tokio::task::spawn_blocking(move || {
-            producer
-                .client()
-                .fetch_metadata(None, Duration::from_secs(10))
-                .map(|_| ())
-                .map_err(|e| anyhow!("cannot reach the Kafka brokers: {e}"))
-        })
-        .await
-        .map_err(|e| anyhow!(e))?
+        Ok(consumer)
     }
 }
 
@@ -239,37 +272,7 @@ async fn consume(
                 }
             }
         };
-        let mut metadata = BTreeMap::new();
-        if let Some(key) = message.key() {
-            metadata.insert(
-                "__key".to_owned(),
-                String::from_utf8_lossy(key).into_owned(),
-            );
-        }
-        metadata.insert("__offset".to_owned(), message.offset().to_string());
-        metadata.insert("__topic".to_owned(), message.topic().to_owned());
-        metadata.insert("__partition".to_owned(), message.partition().to_string());
-        if let Some(millis) = message.timestamp().to_millis() {
-            metadata.insert("__timestamp".to_owned(), millis.to_string());
-        }
-        if let Some(headers) = message.headers() {
-            for header in headers.iter() {
-                if let Some(value) = header.value {
-                    metadata.insert(
-                        header.key.to_owned(),
-                        String::from_utf8_lossy(value).into_owned(),
-                    );
-                }
-            }
-        }
-        let delivered = Message {
-            topic: message.topic().to_owned(),
-            data: message
-                .payload()
-                .map(bytes::Bytes::copy_from_slice)
-                .unwrap_or_default(),
-            metadata,
-        };
+        let delivered = to_message(&message);
         // Retried in place until the app takes it: Kafka has no per-message negative ack.
         let done = loop {
             match handler(delivered.clone()).await {
@@ -288,6 +291,140 @@ async fn consume(
         }
         if let Err(error) = consumer.store_offset_from_message(&message) {
             tracing::warn!(%error, "could not store a Kafka offset; the message may be delivered again");
+        }
+    }
+    if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
+        tracing::debug!(%error, "nothing to commit when stopping the Kafka consumer");
+    }
+}
+
+/// The message as the runtime sees it: key, offset, partition, timestamp and headers as
+/// metadata.
+fn to_message(message: &BorrowedMessage<'_>) -> Message {
+    let mut metadata = BTreeMap::new();
+    if let Some(key) = message.key() {
+        metadata.insert(
+            "__key".to_owned(),
+            String::from_utf8_lossy(key).into_owned(),
+        );
+    }
+    metadata.insert("__offset".to_owned(), message.offset().to_string());
+    metadata.insert("__topic".to_owned(), message.topic().to_owned());
+    metadata.insert("__partition".to_owned(), message.partition().to_string());
+    if let Some(millis) = message.timestamp().to_millis() {
+        metadata.insert("__timestamp".to_owned(), millis.to_string());
+    }
+    if let Some(headers) = message.headers() {
+        for header in headers.iter() {
+            if let Some(value) = header.value {
+                metadata.insert(
+                    header.key.to_owned(),
+                    String::from_utf8_lossy(value).into_owned(),
+                );
+            }
+        }
+    }
+    Message {
+        topic: message.topic().to_owned(),
+        data: message
+            .payload()
+            .map(bytes::Bytes::copy_from_slice)
+            .unwrap_or_default(),
+        metadata,
+    }
+}
+
+/// A bulk subscription's loop: one batch at a time; the entries the app did not take are
+/// retried in place (holding the partitions, as single messages are) until it takes them.
+async fn consume_batches(
+    consumer: StreamConsumer<CommitOnRevoke>,
+    handler: BulkHandler,
+    limits: BatchLimits,
+    stop: CancellationToken,
+    retry_interval: Duration,
+) {
+    loop {
+        let received = tokio::select! {
+            received = consumer.recv() => received,
+            () = stop.cancelled() => break,
+        };
+        let first = match received {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::warn!(%error, "Kafka consumer error");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                    () = stop.cancelled() => break,
+                }
+            }
+        };
+        let deadline = Instant::now() + limits.max_await;
+        let mut batch = vec![first];
+        while batch.len() < limits.max_messages {
+            tokio::select! {
+                received = consumer.recv() => match received {
+                    Ok(message) => batch.push(message),
+                    Err(error) => {
+                        tracing::warn!(%error, "Kafka consumer error");
+                        break;
+                    }
+                },
+                () = tokio::time::sleep_until(deadline) => break,
+                () = stop.cancelled() => break,
+            }
+        }
+        if stop.is_cancelled() {
+            break;
+        }
+        let messages: Vec<Message> = batch.iter().map(to_message).collect();
+        let mut taken = vec![false; messages.len()];
+        let mut pending: Vec<usize> = (0..messages.len()).collect();
+        let mut stopping = false;
+        while !pending.is_empty() {
+            let results = handler(pending.iter().map(|&i| messages[i].clone()).collect()).await;
+            let mut again = Vec::new();
+            for (slot, &i) in pending.iter().enumerate() {
+                match results
+                    .get(slot)
+                    .copied()
+                    .unwrap_or(Err(HandlerError::Retry))
+                {
+                    Ok(()) => taken[i] = true,
+                    Err(error) => {
+                        stopping |= error == HandlerError::Shutdown;
+                        again.push(i);
+                    }
+                }
+            }
+            pending = again;
+            if stopping || pending.is_empty() {
+                break;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(retry_interval) => {}
+                () = stop.cancelled() => {
+                    stopping = true;
+                    break;
+                }
+            }
+        }
+        // In each partition, offsets are stored up to the first entry not taken: that one and
+        // everything after it is delivered again to the partition's next owner.
+        let mut held: Vec<i32> = Vec::new();
+        for (message, taken) in batch.iter().zip(&taken) {
+            if held.contains(&message.partition()) {
+                continue;
+            }
+            if !taken {
+                held.push(message.partition());
+                continue;
+            }
+            if let Err(error) = consumer.store_offset_from_message(message) {
+                tracing::warn!(%error, "could not store a Kafka offset; the message may be delivered again");
+            }
+        }
+        if stopping {
+            break;
         }
     }
     if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {

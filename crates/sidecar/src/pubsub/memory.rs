@@ -14,9 +14,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Features, Handler, HandlerError, Message, PubSub, PublishRequest, SubscribeRequest};
+use super::{
+    BatchLimits, BulkHandler, Features, Handler, HandlerError, Message, PubSub, PublishRequest,
+    SubscribeRequest,
+};
 
 /// How long a message the app asked to retry waits before it is delivered again.
 const REDELIVERY_DELAY: Duration = Duration::from_millis(100);
@@ -72,10 +76,19 @@ impl Group {
     }
 
     fn push_front(&self, message: Message) {
-        self.queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_front(message);
+        self.push_all_front(vec![message]);
+    }
+
+    /// Puts `messages` back at the head of the queue, in their order.
+    fn push_all_front(&self, messages: Vec<Message>) {
+        if messages.is_empty() {
+            return;
+        }
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        for message in messages.into_iter().rev() {
+            queue.push_front(message);
+        }
+        drop(queue);
         self.arrived.notify_waiters();
     }
 
@@ -94,6 +107,41 @@ impl Group {
             tokio::select! {
                 () = arrived => {}
                 () = stop.cancelled() => return None,
+            }
+        }
+    }
+
+    /// The next batch: the first message, then whatever else arrives until the batch is full or
+    /// `limits.max_await` after the first. `None` once `stop` is cancelled (a batch being
+    /// collected goes back to the queue).
+    async fn next_batch(
+        &self,
+        limits: BatchLimits,
+        stop: &CancellationToken,
+    ) -> Option<Vec<Message>> {
+        let first = self.next(stop).await?;
+        let deadline = Instant::now() + limits.max_await;
+        let mut batch = vec![first];
+        loop {
+            let arrived = self.arrived.notified();
+            {
+                let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                let wanted = limits
+                    .max_messages
+                    .saturating_sub(batch.len())
+                    .min(queue.len());
+                batch.extend(queue.drain(..wanted));
+            }
+            if batch.len() >= limits.max_messages {
+                return Some(batch);
+            }
+            tokio::select! {
+                () = arrived => {}
+                () = tokio::time::sleep_until(deadline) => return Some(batch),
+                () = stop.cancelled() => {
+                    self.push_all_front(batch);
+                    return None;
+                }
             }
         }
     }
@@ -168,6 +216,49 @@ impl PubSub for MemoryPubSub {
                     }
                     Err(HandlerError::Shutdown) => {
                         group.push_front(message);
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn bulk_subscribe(
+        &self,
+        request: SubscribeRequest,
+        limits: BatchLimits,
+        handler: BulkHandler,
+        stop: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let group = self.broker.group(&request.topic, &self.consumer_id);
+        // One batch at a time per subscription, in order; what the app did not take goes back
+        // to the head of the queue, as a single message does.
+        tokio::spawn(async move {
+            while let Some(batch) = group.next_batch(limits, &stop).await {
+                let results = handler(batch.clone()).await;
+                let mut not_taken = Vec::new();
+                let mut stopping = false;
+                for (i, message) in batch.into_iter().enumerate() {
+                    match results.get(i).copied().unwrap_or(Err(HandlerError::Retry)) {
+                        Ok(()) => {}
+                        Err(error) => {
+                            stopping |= error == HandlerError::Shutdown;
+                            not_taken.push(message);
+                        }
+                    }
+                }
+                if stopping {
+                    group.push_all_front(not_taken);
+                    return;
+                }
+                if not_taken.is_empty() {
+                    continue;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(REDELIVERY_DELAY) => group.push_all_front(not_taken),
+                    () = stop.cancelled() => {
+                        group.push_all_front(not_taken);
                         return;
                     }
                 }

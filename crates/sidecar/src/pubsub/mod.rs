@@ -1,11 +1,18 @@
 //! Pub/sub components: one trait, four brokers, and the topic scoping every component shares.
 //!
-//! A component publishes bytes and, for each subscription, calls a handler per message. The
-//! handler's answer decides what the broker does with the message: [`Ok`] acknowledges it,
-//! [`HandlerError::Retry`] hands it back for redelivery (per broker: requeue, leave pending,
-//! retry in place), and [`HandlerError::Shutdown`] releases it untouched so that another
-//! consumer, or this one after a restart, gets it. Nothing is acknowledged before the app's
-//! success or an explicit drop.
+//! A component publishes bytes and, for each subscription, calls a handler per message, or for a
+//! bulk subscription a handler per batch with one answer per message. The answer decides what
+//! the broker does with the message: [`Ok`] acknowledges it, [`HandlerError::Retry`] hands it
+//! back for redelivery (per broker: requeue, leave pending, retry in place), and
+//! [`HandlerError::Shutdown`] releases it untouched so that another consumer, or this one after
+//! a restart, gets it. Nothing is acknowledged before the app's success or an explicit drop.
+//!
+//! Every component batches on its own side of the broker (reads of up to a batch, one
+//! acknowledgement per batch where the broker has one). daprd instead feeds bulk subscriptions
+//! through its per-message subscription, which caps a batch at the number of messages the
+//! component has in flight at once (1 for Kafka and the in-memory broker here, `concurrency`
+//! for Redis, the prefetch for RabbitMQ) and then waits out `maxAwaitDurationMs` for a batch
+//! that cannot grow.
 
 pub mod envelope;
 mod kafka;
@@ -15,6 +22,7 @@ mod redis;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -71,6 +79,33 @@ pub enum HandlerError {
 pub type Handler =
     Arc<dyn Fn(Message) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync>;
 
+/// Called by a component with each batch of a bulk subscription; answers one result per
+/// message, in the batch's order.
+pub type BulkHandler =
+    Arc<dyn Fn(Vec<Message>) -> BoxFuture<'static, Vec<Result<(), HandlerError>>> + Send + Sync>;
+
+/// How a bulk subscription groups messages (`bulkSubscribe`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// At most this many messages in a batch (`maxMessagesCount`), at least 1.
+    pub max_messages: usize,
+    /// A batch that is not full goes out this long after its first message arrived
+    /// (`maxAwaitDurationMs`).
+    pub max_await: Duration,
+}
+
+impl BatchLimits {
+    /// Dapr's defaults for what `bulkSubscribe` leaves out (or sets to 0): 100 messages, 1 s.
+    pub fn new(max_messages: Option<u32>, max_await_ms: Option<u32>) -> Self {
+        Self {
+            max_messages: max_messages.filter(|n| *n > 0).unwrap_or(100) as usize,
+            max_await: Duration::from_millis(u64::from(
+                max_await_ms.filter(|n| *n > 0).unwrap_or(1000),
+            )),
+        }
+    }
+}
+
 /// A subscription as the component sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscribeRequest {
@@ -124,6 +159,17 @@ pub trait PubSub: Send + Sync + 'static {
         &self,
         request: SubscribeRequest,
         handler: Handler,
+        stop: CancellationToken,
+    ) -> anyhow::Result<()>;
+
+    /// Like [`PubSub::subscribe`], but `handler` gets batches: one batch at a time, each
+    /// holding what arrived within `limits`. Each message is settled with the broker by its
+    /// own result, as in [`PubSub::subscribe`].
+    async fn bulk_subscribe(
+        &self,
+        request: SubscribeRequest,
+        limits: BatchLimits,
+        handler: BulkHandler,
         stop: CancellationToken,
     ) -> anyhow::Result<()>;
 
@@ -223,6 +269,64 @@ impl TopicScopes {
     pub fn may_subscribe(&self, topic: &str) -> bool {
         self.allows(topic, self.subscribing.as_ref())
     }
+}
+
+/// Bulk delivery over a component's per-message subscription: messages handed over one at a
+/// time (up to the component's prefetch in parallel) are gathered into batches within `limits`;
+/// each waits for its own result from the batch. This is how daprd batches for every broker.
+pub(crate) async fn batch_per_message<P: PubSub + ?Sized>(
+    pubsub: &P,
+    request: SubscribeRequest,
+    limits: BatchLimits,
+    handler: BulkHandler,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    type Waiting = (
+        Message,
+        tokio::sync::oneshot::Sender<Result<(), HandlerError>>,
+    );
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Waiting>(limits.max_messages * 2);
+    let batches_stop = stop.clone();
+    tokio::spawn(async move {
+        loop {
+            let first = tokio::select! {
+                first = receiver.recv() => first,
+                () = batches_stop.cancelled() => None,
+            };
+            let Some(first) = first else { return };
+            let mut batch = vec![first];
+            let deadline = tokio::time::sleep(limits.max_await);
+            tokio::pin!(deadline);
+            while batch.len() < limits.max_messages {
+                tokio::select! {
+                    next = receiver.recv() => match next {
+                        Some(entry) => batch.push(entry),
+                        None => break,
+                    },
+                    () = &mut deadline => break,
+                    () = batches_stop.cancelled() => break,
+                }
+            }
+            let (messages, replies): (Vec<Message>, Vec<_>) = batch.into_iter().unzip();
+            let results = handler(messages).await;
+            for (i, reply) in replies.into_iter().enumerate() {
+                let result = results.get(i).copied().unwrap_or(Err(HandlerError::Retry));
+                let _ = reply.send(result);
+            }
+        }
+    });
+    let per_message: Handler = Arc::new(move |message| {
+        let sender = sender.clone();
+        Box::pin(async move {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            sender
+                .send((message, reply))
+                .await
+                .map_err(|_| HandlerError::Shutdown)?;
+            answer.await.unwrap_or(Err(HandlerError::Shutdown))
+        })
+    });
+    pubsub.subscribe(request, per_message, stop).await
 }
 
 #[cfg(test)]

@@ -28,7 +28,10 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::envelope::message_ttl;
-use super::{Features, Handler, HandlerError, Message, PubSub, PublishRequest, SubscribeRequest};
+use super::{
+    BatchLimits, BulkHandler, Features, Handler, HandlerError, Message, PubSub, PublishRequest,
+    SubscribeRequest,
+};
 use crate::resources::{ComponentMetadata, ResourceError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -383,6 +386,17 @@ impl PubSub for RabbitMq {
                 request.topic
             )),
         }
+    }
+
+    async fn bulk_subscribe(
+        &self,
+        request: SubscribeRequest,
+        limits: BatchLimits,
+        handler: BulkHandler,
+        stop: CancellationToken,
+    ) -> anyhow::Result<()> {
+        // Deliveries arrive one by one up to the prefetch count; a batch gathers them.
+        super::batch_per_message(self, request, limits, handler, stop).await
     }
 
     async fn ping(&self) -> anyhow::Result<()> {

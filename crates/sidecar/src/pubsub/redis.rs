@@ -5,6 +5,11 @@
 //! Entries are acknowledged (`XACK`) only after the app's success. A failed entry stays pending
 //! and is reclaimed (`XPENDING` + `XCLAIM`) once idle for `processingTimeout`, by whichever
 //! replica of the group looks first, so a crashed consumer's work is picked up too.
+//!
+//! A subscription reads up to `queueDepth` entries at a time and hands each to a worker (at most
+//! `concurrency` at once). A bulk subscription reads up to a batch instead (reading again until
+//! the batch is full or `maxAwaitDurationMs` has passed), delivers one batch at a time and
+//! acknowledges what the app took with one `XACK`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,9 +24,13 @@ use redis::streams::{
 };
 use redis::{AsyncCommands as _, Value};
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Features, Handler, HandlerError, Message, PubSub, PublishRequest, SubscribeRequest};
+use super::{
+    BatchLimits, BulkHandler, Features, Handler, HandlerError, Message, PubSub, PublishRequest,
+    SubscribeRequest,
+};
 use crate::resources::{ComponentMetadata, ResourceError};
 
 /// How long a blocking read may take beyond its `BLOCK` time before it counts as failed.
@@ -137,6 +146,44 @@ impl PubSub for RedisStreams {
         handler: Handler,
         stop: CancellationToken,
     ) -> anyhow::Result<()> {
+        let delivery = Delivery::OneByOne {
+            handler,
+            workers: Arc::new(Semaphore::new(self.settings.concurrency)),
+        };
+        self.start(request, delivery, stop).await
+    }
+
+    async fn bulk_subscribe(
+        &self,
+        request: SubscribeRequest,
+        limits: BatchLimits,
+        handler: BulkHandler,
+        stop: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let delivery = Delivery::Batches {
+            handler,
+            limits,
+            turn: Semaphore::new(1),
+        };
+        self.start(request, delivery, stop).await
+    }
+
+    async fn ping(&self) -> anyhow::Result<()> {
+        let mut connection = self.connection.clone();
+        let _: String = redis::cmd("PING").query_async(&mut connection).await?;
+        Ok(())
+    }
+}
+
+impl RedisStreams {
+    /// Creates the consumer group if needed, then reads new entries and reclaims stale ones
+    /// until `stop`.
+    async fn start(
+        &self,
+        request: SubscribeRequest,
+        delivery: Delivery,
+        stop: CancellationToken,
+    ) -> anyhow::Result<()> {
         let mut connection = self.connection.clone();
         create_group(&mut connection, &request.topic, &self.settings.consumer_id).await?;
         let subscription = Arc::new(Subscription {
@@ -147,8 +194,7 @@ impl PubSub for RedisStreams {
                 self.settings.consumer_id,
                 uuid::Uuid::new_v4().simple()
             ),
-            handler,
-            workers: Arc::new(Semaphore::new(self.settings.concurrency)),
+            delivery,
             connection,
         });
         tokio::spawn(subscription.clone().poll_new(stop.clone()));
@@ -157,12 +203,6 @@ impl PubSub for RedisStreams {
         {
             tokio::spawn(subscription.reclaim_pending(stop));
         }
-        Ok(())
-    }
-
-    async fn ping(&self) -> anyhow::Result<()> {
-        let mut connection = self.connection.clone();
-        let _: String = redis::cmd("PING").query_async(&mut connection).await?;
         Ok(())
     }
 }
@@ -183,12 +223,54 @@ async fn create_group(
     }
 }
 
+/// How a subscription hands entries to the runtime.
+enum Delivery {
+    /// Each entry to `handler`, at most `concurrency` at once.
+    OneByOne {
+        handler: Handler,
+        workers: Arc<Semaphore>,
+    },
+    /// Batches to `handler`, one at a time (`turn`: new entries and reclaimed ones take turns).
+    Batches {
+        handler: BulkHandler,
+        limits: BatchLimits,
+        turn: Semaphore,
+    },
+}
+
+/// Entries of a bulk subscription read but not delivered yet.
+#[derive(Default)]
+struct Batch {
+    entries: Vec<StreamId>,
+    /// When the batch goes out even if it is not full.
+    deadline: Option<Instant>,
+}
+
+impl Batch {
+    fn push(&mut self, entry: StreamId, limits: BatchLimits) {
+        if self.entries.is_empty() {
+            self.deadline = Some(Instant::now() + limits.max_await);
+        }
+        self.entries.push(entry);
+    }
+
+    fn is_due(&self, limits: BatchLimits) -> bool {
+        !self.entries.is_empty()
+            && (self.entries.len() >= limits.max_messages
+                || self.deadline.is_some_and(|d| d <= Instant::now()))
+    }
+
+    fn take(&mut self) -> Vec<StreamId> {
+        self.deadline = None;
+        std::mem::take(&mut self.entries)
+    }
+}
+
 struct Subscription {
     settings: Arc<Settings>,
     topic: String,
     consumer: String,
-    handler: Handler,
-    workers: Arc<Semaphore>,
+    delivery: Delivery,
     connection: ConnectionManager,
 }
 
@@ -197,11 +279,41 @@ impl Subscription {
         &self.settings.consumer_id
     }
 
+    /// `COUNT` and `BLOCK` of the next read: up to `queueDepth` entries, or what the pending
+    /// batch still takes, waiting no longer than the batch may.
+    fn next_read(&self, batch: &Batch) -> (usize, Duration) {
+        match &self.delivery {
+            Delivery::OneByOne { .. } => (self.settings.queue_depth, self.settings.read_block),
+            Delivery::Batches { limits, .. } => {
+                let block = batch.deadline.map_or(self.settings.read_block, |deadline| {
+                    // BLOCK 0 would mean forever: a batch that is due blocks for 1 ms at most.
+                    deadline
+                        .saturating_duration_since(Instant::now())
+                        .clamp(Duration::from_millis(1), self.settings.read_block)
+                });
+                (limits.max_messages - batch.entries.len(), block)
+            }
+        }
+    }
+
+    /// Delivers the pending batch if it is full or its time has come (or, with `now`, if it
+    /// holds anything).
+    async fn flush(&self, batch: &mut Batch, now: bool) {
+        if let Delivery::Batches { limits, .. } = &self.delivery
+            && (batch.is_due(*limits) || (now && !batch.entries.is_empty()))
+        {
+            self.deliver_batch(batch.take()).await;
+        }
+    }
+
     /// Reads new entries with a blocking `XREADGROUP` on a connection of its own.
     async fn poll_new(self: Arc<Self>, stop: CancellationToken) {
         let mut reader: Option<MultiplexedConnection> = None;
         let mut backoff = Duration::from_millis(100);
+        // Stopping with entries still in here leaves them pending, to be reclaimed.
+        let mut batch = Batch::default();
         while !stop.is_cancelled() {
+            self.flush(&mut batch, false).await;
             if reader.is_none() {
                 // The read blocks on the server for up to `read_block`, so the response timeout
                 // has to outlast it. With redis-rs's default (500 ms) every read on an idle topic
@@ -219,6 +331,8 @@ impl Subscription {
                     Ok(connection) => reader = Some(connection),
                     Err(error) => {
                         tracing::warn!(%error, topic = %self.topic, "cannot connect to Redis; retrying");
+                        // What was read already need not wait for Redis.
+                        self.flush(&mut batch, true).await;
                         if sleep_or_stop(backoff, &stop).await {
                             return;
                         }
@@ -230,10 +344,11 @@ impl Subscription {
             let Some(connection) = reader.as_mut() else {
                 continue;
             };
+            let (count, block) = self.next_read(&batch);
             let options = StreamReadOptions::default()
                 .group(self.group(), &self.consumer)
-                .count(self.settings.queue_depth)
-                .block(usize::try_from(self.settings.read_block.as_millis()).unwrap_or(2000));
+                .count(count)
+                .block(usize::try_from(block.as_millis()).unwrap_or(2000));
             let topics = [self.topic.as_str()];
             let read: redis::RedisResult<StreamReadReply> = tokio::select! {
                 read = connection.xread_options(&topics, &[">"], &options) => read,
@@ -244,11 +359,17 @@ impl Subscription {
                     backoff = Duration::from_millis(100);
                     for key in reply.keys {
                         for entry in key.ids {
-                            self.clone().dispatch(entry, &stop).await;
+                            match &self.delivery {
+                                Delivery::OneByOne { .. } => {
+                                    self.clone().dispatch(entry, &stop).await;
+                                }
+                                Delivery::Batches { limits, .. } => batch.push(entry, *limits),
+                            }
                         }
                     }
                 }
                 Err(error) => {
+                    self.flush(&mut batch, true).await;
                     if error.to_string().contains("NOGROUP") {
                         let mut connection = self.connection.clone();
                         if let Err(error) =
@@ -271,8 +392,11 @@ impl Subscription {
 
     /// Hands an entry to a worker (at most `concurrency` at once).
     async fn dispatch(self: Arc<Self>, entry: StreamId, stop: &CancellationToken) {
+        let Delivery::OneByOne { workers, .. } = &self.delivery else {
+            return;
+        };
         let permit = tokio::select! {
-            permit = self.workers.clone().acquire_owned() => match permit {
+            permit = workers.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => return,
             },
@@ -284,13 +408,16 @@ impl Subscription {
         });
     }
 
-    async fn process(&self, entry: StreamId) {
-        let data = match entry.map.get("data") {
-            Some(Value::BulkString(bytes)) => Bytes::copy_from_slice(bytes),
-            Some(Value::SimpleString(text)) => Bytes::from(text.clone()),
+    /// The message an entry carries, and the entry's id.
+    fn message(&self, entry: StreamId) -> (String, Message) {
+        let StreamId { id, mut map, .. } = entry;
+        // The bytes are moved out of the reply, not copied.
+        let data = match map.remove("data") {
+            Some(Value::BulkString(bytes)) => Bytes::from(bytes),
+            Some(Value::SimpleString(text)) => Bytes::from(text),
             _ => Bytes::new(),
         };
-        let metadata: BTreeMap<String, String> = match entry.map.get("metadata") {
+        let metadata: BTreeMap<String, String> = match map.get("metadata") {
             Some(Value::BulkString(bytes)) => serde_json::from_slice(bytes).unwrap_or_default(),
             _ => BTreeMap::new(),
         };
@@ -299,18 +426,49 @@ impl Subscription {
             data,
             metadata,
         };
-        match (self.handler)(message).await {
-            Ok(()) => {
-                let mut connection = self.connection.clone();
-                let acked: redis::RedisResult<i64> = connection
-                    .xack(&self.topic, self.group(), &[&entry.id])
-                    .await;
-                if let Err(error) = acked {
-                    tracing::warn!(%error, id = %entry.id, "XACK failed; the entry will be delivered again");
-                }
-            }
+        (id, message)
+    }
+
+    async fn process(&self, entry: StreamId) {
+        let Delivery::OneByOne { handler, .. } = &self.delivery else {
+            return;
+        };
+        let (id, message) = self.message(entry);
+        match handler(message).await {
+            Ok(()) => self.acknowledge(&[id]).await,
             // Not acknowledged: the entry stays pending and is reclaimed after processingTimeout.
             Err(HandlerError::Retry | HandlerError::Shutdown) => {}
+        }
+    }
+
+    /// One batch to the app; what it took is acknowledged with one `XACK`, the rest stays
+    /// pending (reclaimed after processingTimeout).
+    async fn deliver_batch(&self, entries: Vec<StreamId>) {
+        let Delivery::Batches { handler, turn, .. } = &self.delivery else {
+            return;
+        };
+        let Ok(_turn) = turn.acquire().await else {
+            return;
+        };
+        let (ids, messages): (Vec<String>, Vec<Message>) =
+            entries.into_iter().map(|entry| self.message(entry)).unzip();
+        let results = handler(messages).await;
+        let taken: Vec<String> = ids
+            .into_iter()
+            .zip(results)
+            .filter_map(|(id, result)| result.is_ok().then_some(id))
+            .collect();
+        self.acknowledge(&taken).await;
+    }
+
+    async fn acknowledge(&self, ids: &[String]) {
+        if ids.is_empty() {
+            return;
+        }
+        let mut connection = self.connection.clone();
+        let acked: redis::RedisResult<i64> = connection.xack(&self.topic, self.group(), ids).await;
+        if let Err(error) = acked {
+            tracing::warn!(%error, count = ids.len(), first = %ids[0], "XACK failed; the entries will be delivered again");
         }
     }
 
@@ -359,11 +517,20 @@ impl Subscription {
                 )
                 .await;
             match claimed {
-                Ok(reply) => {
-                    for entry in reply.ids {
-                        self.clone().dispatch(entry, &stop).await;
+                Ok(reply) => match &self.delivery {
+                    Delivery::OneByOne { .. } => {
+                        for entry in reply.ids {
+                            self.clone().dispatch(entry, &stop).await;
+                        }
                     }
-                }
+                    Delivery::Batches { limits, .. } => {
+                        let mut entries = reply.ids.into_iter().peekable();
+                        while entries.peek().is_some() && !stop.is_cancelled() {
+                            let batch = entries.by_ref().take(limits.max_messages).collect();
+                            self.deliver_batch(batch).await;
+                        }
+                    }
+                },
                 Err(error) => tracing::warn!(%error, topic = %self.topic, "XCLAIM failed"),
             }
         }
