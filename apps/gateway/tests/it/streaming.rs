@@ -77,6 +77,91 @@ async fn server_sent_events_reach_the_client_event_by_event() {
     assert_eq!(rest, b"data: second\n\n");
 }
 
+/// A Resiliency giving calls to `notifications` a 1 s timeout, as `components/*` give the
+/// apps they call.
+const ONE_SECOND_TIMEOUT: &str = "apiVersion: dapr.io/v1alpha1
+kind: Resiliency
+metadata:
+  name: test
+spec:
+  policies:
+    timeouts:
+      short: 1s
+  targets:
+    apps:
+      notifications: {timeout: short}
+";
+
+#[tokio::test]
+async fn a_stream_outlives_the_invocation_timeout_and_any_total_deadline() {
+    let dir = std::env::temp_dir().join(format!("gateway-sse-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(dir.join("resiliency.yaml"), ONE_SECOND_TIMEOUT).expect("write");
+    let app = Router::new()
+        .route(
+            "/notifications/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                "too late"
+            }),
+        )
+        .route(
+            "/notifications/stream",
+            get(|| async {
+                // An event now, then one every 700 ms: the stream lasts well past the 1 s timeout,
+                // which bounds the wait for the answer's headers, not the answer.
+                let events = futures::stream::unfold(0u32, |n| async move {
+                    if n > 0 {
+                        tokio::time::sleep(Duration::from_millis(700)).await;
+                    }
+                    (n < 5).then(|| {
+                        (
+                            Ok::<_, std::io::Error>(Bytes::from(format!("data: {n}\n\n"))),
+                            n + 1,
+                        )
+                    })
+                });
+                (
+                    [("content-type", "text/event-stream")],
+                    Body::from_stream(events),
+                )
+            }),
+        );
+    let shop = shop()
+        .app("notifications", app)
+        .gateway_resources(&dir)
+        .start()
+        .await;
+    // The timeout is in force: headers later than 1 s are an error.
+    let slow = shop.get("/api/notifications/slow").await;
+    assert!(slow.status().is_server_error(), "{}", slow.status());
+    let response = shop
+        .client()
+        .get(shop.url("/api/notifications/stream"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), 200);
+    let started = std::time::Instant::now();
+    let mut stream = response.bytes_stream();
+    let mut received = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("the stream goes on")
+    {
+        received.extend_from_slice(&chunk.expect("the stream is not cut"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        String::from_utf8_lossy(&received),
+        "data: 0\n\ndata: 1\n\ndata: 2\n\ndata: 3\n\ndata: 4\n\n"
+    );
+    assert!(
+        started.elapsed() > Duration::from_secs(2),
+        "the stream lasted past the timeout"
+    );
+}
+
 #[tokio::test]
 async fn a_streamed_upload_reaches_the_app_before_it_ends() {
     let first_seen = Arc::new(Notify::new());

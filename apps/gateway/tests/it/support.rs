@@ -194,6 +194,7 @@ pub(crate) fn auth_openapi() -> Value {
 pub(crate) struct ShopBuilder {
     apps: Vec<(&'static str, Router)>,
     settings: Settings,
+    gateway_resources: Option<std::path::PathBuf>,
 }
 
 /// A shop with no apps yet, and test-friendly settings (port 0, no rate limit).
@@ -204,6 +205,7 @@ pub(crate) fn shop() -> ShopBuilder {
     ShopBuilder {
         apps: Vec::new(),
         settings,
+        gateway_resources: None,
     }
 }
 
@@ -225,6 +227,12 @@ impl ShopBuilder {
         self
     }
 
+    /// Loads the resources in `dir` (a Resiliency, say) into the gateway's sidecar.
+    pub(crate) fn gateway_resources(mut self, dir: &std::path::Path) -> Self {
+        self.gateway_resources = Some(dir.to_path_buf());
+        self
+    }
+
     /// Starts the apps, their sidecars, the gateway's sidecar and the gateway.
     pub(crate) async fn start(self) -> TestShop {
         let topology = Topology::in_process();
@@ -238,7 +246,11 @@ impl ShopBuilder {
         }
         // As the launcher does: bind the gateway's sidecar, tell the gateway its ports, bind the
         // gateway, then start both.
-        let bound = Sidecar::bind(SidecarOptions::new("gateway"), &topology)
+        let mut gateway = SidecarOptions::new("gateway");
+        if let Some(dir) = &self.gateway_resources {
+            gateway = gateway.resources_path(dir);
+        }
+        let bound = Sidecar::bind(gateway, &topology)
             .await
             .expect("gateway sidecar binds");
         let mut settings = self.settings;
