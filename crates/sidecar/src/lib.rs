@@ -23,6 +23,7 @@ mod subscriber;
 pub mod testing;
 mod topology;
 pub mod trace;
+mod workflow;
 
 pub use options::{AppHealthOptions, SidecarOptions};
 pub use runtime::{BoundSidecar, Ports, Sidecar};

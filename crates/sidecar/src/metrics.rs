@@ -27,6 +27,10 @@ pub struct Metrics {
     invocation_received: IntCounterVec,
     invocation_response_latency: HistogramVec,
     health_probes: IntCounterVec,
+    workflow_executions: IntCounterVec,
+    workflow_latency: HistogramVec,
+    activity_executions: IntCounterVec,
+    activity_latency: HistogramVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -122,6 +126,30 @@ impl Metrics {
                 "Count of completed app health probes.",
                 &["app_id", "status"],
             ),
+            workflow_executions: counter(
+                &registry,
+                "dapr_runtime_workflow_execution_count",
+                "The number of successful or failed workflow executions.",
+                &["app_id", "workflow_name", "status"],
+            ),
+            workflow_latency: histogram(
+                &registry,
+                "dapr_runtime_workflow_execution_latency",
+                "The total time taken to run a workflow to completion (ms).",
+                &["app_id", "workflow_name", "status"],
+            ),
+            activity_executions: counter(
+                &registry,
+                "dapr_runtime_workflow_activity_execution_count",
+                "The number of successful or failed activity executions.",
+                &["app_id", "activity_name", "status"],
+            ),
+            activity_latency: histogram(
+                &registry,
+                "dapr_runtime_workflow_activity_execution_latency",
+                "The total time taken to run an activity to completion (ms).",
+                &["app_id", "activity_name", "status"],
+            ),
             registry,
             app_id: app_id.to_owned(),
         }
@@ -133,6 +161,26 @@ impl Metrics {
         let labels = [self.app_id.as_str(), method, path, status.as_str()];
         self.http_requests.with_label_values(&labels).inc();
         self.http_latency
+            .with_label_values(&labels)
+            .observe(millis(elapsed));
+    }
+
+    /// Records a workflow that finished (`success` or `failed`, as daprd's `status` label).
+    pub fn workflow_execution(&self, workflow: &str, succeeded: bool, elapsed: Duration) {
+        let status = if succeeded { "success" } else { "failed" };
+        let labels = [self.app_id.as_str(), workflow, status];
+        self.workflow_executions.with_label_values(&labels).inc();
+        self.workflow_latency
+            .with_label_values(&labels)
+            .observe(millis(elapsed));
+    }
+
+    /// Records an activity result, timed from its dispatch to a worker.
+    pub fn workflow_activity(&self, activity: &str, succeeded: bool, elapsed: Duration) {
+        let status = if succeeded { "success" } else { "failed" };
+        let labels = [self.app_id.as_str(), activity, status];
+        self.activity_executions.with_label_values(&labels).inc();
+        self.activity_latency
             .with_label_values(&labels)
             .observe(millis(elapsed));
     }

@@ -20,6 +20,7 @@ use crate::resiliency::Policies;
 use crate::resources::{self, Configuration, SubscriptionDef};
 use crate::subscriber::KnownSubscription;
 use crate::topology::{SqliteResolver, SqliteResolverSettings, Topology};
+use crate::workflow::{Engine, Limits};
 
 /// Everything the API handlers of one sidecar share.
 pub(crate) struct Runtime {
@@ -47,12 +48,19 @@ pub(crate) struct Runtime {
     pub(crate) outbound_ready: AtomicBool,
     /// Cancelled to stop the sidecar (Ctrl-C, `/v1.0/shutdown`, or [`Sidecar::shutdown`]).
     pub(crate) shutdown: CancellationToken,
+    /// The workflow engine, or why there is none (no actor state store).
+    pub(crate) workflows: Result<Arc<Engine>, String>,
 }
 
 impl Runtime {
     /// Share of new traces sampled (Dapr's default without configuration is 1 in 10 000).
     pub(crate) fn sampling_rate(&self) -> f64 {
         self.configuration.tracing.sampling_rate
+    }
+
+    /// The workflow engine; an error naming the missing piece when workflows cannot run.
+    pub(crate) fn workflows(&self) -> Result<Arc<Engine>, String> {
+        self.workflows.clone()
     }
 }
 
@@ -165,9 +173,26 @@ impl BoundSidecar {
             options.app_max_concurrency,
             options.app_health.enabled,
         ));
+        let metrics = Metrics::new(&app_id);
+        let shutdown = CancellationToken::new();
+        // As daprd: workflows persist in the actor state store and are unavailable without one.
+        let workflows = match components.state.values().find(|s| s.actor_state_store) {
+            Some(actor_store) => Ok(Engine::start(
+                &app_id,
+                actor_store.store.clone(),
+                metrics.clone(),
+                Limits::default(),
+                shutdown.clone(),
+            )
+            .await?),
+            None => Err(
+                "no state store with actorStateStore: \"true\" is configured, and workflows persist there"
+                    .to_owned(),
+            ),
+        };
         let runtime = Arc::new(Runtime {
             app_id: app_id.clone(),
-            metrics: Metrics::new(&app_id),
+            metrics,
             policies: Policies::new(&resources.resiliencies),
             declarative_subscriptions: resources.subscriptions,
             subscriptions: RwLock::default(),
@@ -183,7 +208,8 @@ impl BoundSidecar {
             extended_metadata: RwLock::default(),
             ready: AtomicBool::new(false),
             outbound_ready: AtomicBool::new(false),
-            shutdown: CancellationToken::new(),
+            shutdown,
+            workflows,
         });
         Sidecar::serve(runtime, listeners, ports).await
     }

@@ -30,6 +30,7 @@ pub(crate) fn router(runtime: Arc<Runtime>) -> Router {
     tonic::service::Routes::new(DaprServer::new(GrpcApi {
         runtime: runtime.clone(),
     }))
+    .add_service(crate::workflow::grpc::TaskHubService::new(runtime.clone()))
     .into_axum_router()
     .layer(middleware::from_fn_with_state(runtime, observe))
 }
@@ -502,6 +503,9 @@ impl Dapr for GrpcApi {
                 runtime_status: pb::actor_runtime::ActorRuntimeStatus::Disabled as i32,
                 host_ready: metadata.actor_runtime.host_ready,
                 ..Default::default()
+            }),
+            workflows: metadata.workflows.map(|w| pb::MetadataWorkflows {
+                connected_workers: w.connected_workers,
             }),
             ..Default::default()
         }))

@@ -55,10 +55,14 @@ pub(crate) fn router(runtime: Arc<Runtime>) -> Router {
             post(publish_no_topic).put(publish_no_topic),
         )
         .route("/bindings/{name}", post(invoke_binding).put(invoke_binding));
-    let mut router = Router::new().nest("/v1.0", v1).route(
-        "/v1.0-alpha1/publish/bulk/{pubsub}/{*topic}",
-        post(bulk_publish).put(bulk_publish),
-    );
+    let v1 = v1.merge(crate::workflow::http::routes());
+    let mut router = Router::new()
+        .nest("/v1.0", v1)
+        .nest("/v1.0-beta1", crate::workflow::http::routes())
+        .route(
+            "/v1.0-alpha1/publish/bulk/{pubsub}/{*topic}",
+            post(bulk_publish).put(bulk_publish),
+        );
     for (prefix, api) in UNIMPLEMENTED {
         let api = *api;
         router = router.route(
@@ -83,8 +87,6 @@ const MAX_BODY: usize = 4 * 1024 * 1024;
 /// Dapr APIs this sidecar does not implement: a clear 501 instead of a confusing 404.
 const UNIMPLEMENTED: &[(&str, &str)] = &[
     ("/v1.0/actors", "actors"),
-    ("/v1.0/workflows", "workflows"),
-    ("/v1.0-beta1/workflows", "workflows"),
     ("/v1.0-alpha1/workflows", "workflows"),
     ("/v1.0/configuration", "configuration"),
     ("/v1.0-alpha1/configuration", "configuration"),

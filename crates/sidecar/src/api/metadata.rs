@@ -26,6 +26,16 @@ pub(crate) struct MetadataSnapshot {
     pub(crate) subscriptions: Vec<SubscriptionJson>,
     pub(crate) app_connection_properties: AppConnectionJson,
     pub(crate) actor_runtime: ActorRuntimeJson,
+    /// Present when the workflow engine runs, as daprd's `workflows` field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) workflows: Option<WorkflowsJson>,
+}
+
+/// daprd's `MetadataWorkflows`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct WorkflowsJson {
+    pub(crate) connected_workers: i32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -168,6 +178,9 @@ impl Runtime {
                 runtime_status: "DISABLED".into(),
                 host_ready: false,
             },
+            workflows: self.workflows.as_ref().ok().map(|engine| WorkflowsJson {
+                connected_workers: i32::try_from(engine.connected_workers()).unwrap_or(i32::MAX),
+            }),
         }
     }
 

@@ -119,6 +119,18 @@ impl StateStore for MemoryStore {
             .cloned())
     }
 
+    async fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, bytes::Bytes)>, StateError> {
+        let now = Utc::now();
+        Ok(self
+            .items
+            .read()
+            .await
+            .iter()
+            .filter(|(key, item)| key.starts_with(prefix) && live(item, now))
+            .map(|(key, item)| (key.clone(), item.value.clone()))
+            .collect())
+    }
+
     async fn set(&self, request: &SetRequest) -> Result<(), StateError> {
         self.transact(std::slice::from_ref(&Operation::Set(request.clone())))
             .await

@@ -171,6 +171,10 @@ pub trait StateStore: Send + Sync + 'static {
     /// Applies every operation or none.
     async fn transact(&self, operations: &[Operation]) -> Result<(), StateError>;
 
+    /// Every live key starting with `prefix`, with its value (the workflow engine loads its
+    /// instances with this at start; Dapr's actor state stores need the same kind of listing).
+    async fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Bytes)>, StateError>;
+
     /// Checks the store answers (for `/v1.0/healthz/outbound` and start-up).
     async fn ping(&self) -> anyhow::Result<()>;
 }

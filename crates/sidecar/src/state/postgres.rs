@@ -26,6 +26,7 @@ pub struct PostgresStore {
 /// SQL text, built once for the configured table.
 struct Queries {
     get: String,
+    scan: String,
     upsert: String,
     insert_if_absent: String,
     update_if_etag: String,
@@ -41,6 +42,7 @@ impl Queries {
         let expires = "CASE WHEN $4::bigint IS NULL THEN NULL ELSE now() + $4::bigint * interval '1 second' END";
         Self {
             get: format!("SELECT value, etag::text, expires_at FROM {table} WHERE key = $1 AND {LIVE}"),
+            scan: format!("SELECT key, value FROM {table} WHERE starts_with(key, $1) AND {LIVE}"),
             upsert: format!(
                 "INSERT INTO {table} AS t (key, value, etag, expires_at) VALUES ($1, $2, $3::text::uuid, {expires})
                  ON CONFLICT (key) DO UPDATE SET value = $2, updated_at = now(), etag = $3::text::uuid, expires_at = {expires}"
@@ -340,6 +342,22 @@ impl StateStore for PostgresStore {
             etag: row.get(1),
             expire_time: row.get::<_, Option<DateTime<Utc>>>(2),
         }))
+    }
+
+    async fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Bytes)>, StateError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&self.queries.scan)
+            .await
+            .map_err(store_error)?;
+        let rows = client
+            .query(&statement, &[&prefix])
+            .await
+            .map_err(store_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.get(0), Bytes::from(row.get::<_, Vec<u8>>(1))))
+            .collect())
     }
 
     async fn set(&self, request: &SetRequest) -> Result<(), StateError> {

@@ -231,6 +231,56 @@ impl StateStore for RedisStore {
         }))
     }
 
+    async fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Bytes)>, StateError> {
+        let mut connection = self.connection.clone();
+        // SCAN's MATCH is a glob: escape its special characters in the prefix.
+        let mut pattern = String::with_capacity(prefix.len() + 1);
+        for c in prefix.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push('*');
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut connection)
+                .await
+                .map_err(Self::error)?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        keys.sort();
+        keys.dedup();
+        let mut items = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(500) {
+            let mut pipeline = redis::pipe();
+            for key in chunk {
+                pipeline.cmd("HGET").arg(key).arg("data");
+            }
+            let values: Vec<Option<Vec<u8>>> = pipeline
+                .query_async(&mut connection)
+                .await
+                .map_err(Self::error)?;
+            for (key, value) in chunk.iter().zip(values) {
+                if let Some(value) = value {
+                    items.push((key.clone(), Bytes::from(value)));
+                }
+            }
+        }
+        Ok(items)
+    }
+
     async fn set(&self, request: &SetRequest) -> Result<(), StateError> {
         self.transact(std::slice::from_ref(&Operation::Set(request.clone())))
             .await

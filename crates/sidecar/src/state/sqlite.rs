@@ -396,6 +396,35 @@ impl StateStore for SqliteStore {
         .await
     }
 
+    async fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Bytes)>, StateError> {
+        let prefix = prefix.to_owned();
+        self.with_connection(move |connection, table| {
+            // `substr` rather than LIKE: keys may hold `%` and `_`.
+            let mut statement = connection
+                .prepare_cached(&format!(
+                    "SELECT key, value, is_binary FROM {table} WHERE substr(key, 1, ?2) = ?1 AND {LIVE}"
+                ))
+                .map_err(store_error)?;
+            let length = i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX);
+            let rows = statement
+                .query_map(params![prefix, length], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, bool>(2)?,
+                    ))
+                })
+                .map_err(store_error)?;
+            let mut items = Vec::new();
+            for row in rows {
+                let (key, value, is_binary) = row.map_err(store_error)?;
+                items.push((key, decode(value, is_binary)?));
+            }
+            Ok(items)
+        })
+        .await
+    }
+
     async fn set(&self, request: &SetRequest) -> Result<(), StateError> {
         let operations = vec![Operation::Set(request.clone())];
         self.transact(&operations).await

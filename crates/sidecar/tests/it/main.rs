@@ -14,3 +14,4 @@ mod secrets;
 mod state_api;
 mod state_conformance;
 mod support;
+mod workflow;

@@ -1,0 +1,713 @@
+//! Dapr Workflows against real sidecars: the `dapr` crate's `WorkflowClient` and worker speak
+//! the durabletask protocol to the sidecar, whose engine persists in sqlite or PostgreSQL.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dapr::workflow::{
+    ActivityContext, ActivityOptions, RegistryExt, RetryPolicy, RuntimeStatus, ScheduleOptions,
+    WorkflowClient, WorkflowContext, WorkflowContextExt, WorkflowError, when_all,
+};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use crate::support::{TestDatabase, TestSidecar, eventually, http, sidecar, unique};
+
+/// Where the engine persists.
+enum Backend {
+    Sqlite(TempDir),
+    Postgres(TestDatabase),
+}
+
+impl Backend {
+    async fn sqlite() -> Self {
+        Self::Sqlite(tempfile::tempdir().expect("temp dir"))
+    }
+
+    async fn postgres() -> Self {
+        Self::Postgres(TestDatabase::create().await)
+    }
+
+    fn component(&self) -> String {
+        let (kind, version, connection) = match self {
+            Self::Sqlite(dir) => (
+                "state.sqlite",
+                "v1",
+                dir.path().join("workflows.db").display().to_string(),
+            ),
+            Self::Postgres(db) => ("state.postgresql", "v2", db.connection_string()),
+        };
+        format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: workflowstore\nspec:\n  type: {kind}\n  version: {version}\n  metadata:\n  - name: connectionString\n    value: \"{connection}\"\n  - name: actorStateStore\n    value: \"true\"\n"
+        )
+    }
+
+    /// A sidecar on `grpc_port` (0 = any).
+    async fn sidecar(&self, app_id: &str, grpc_port: u16) -> TestSidecar {
+        sidecar(app_id)
+            .resource("workflowstore.yaml", self.component())
+            .options(|o| o.grpc_port = grpc_port)
+            .start()
+            .await
+    }
+}
+
+/// Activity side effects, to check each one happened (at least once) and nothing was lost.
+#[derive(Clone, Default)]
+struct Effects(Arc<Mutex<Vec<String>>>);
+
+impl Effects {
+    fn record(&self, what: String) {
+        self.0.lock().expect("effects lock").push(what);
+    }
+
+    fn all(&self) -> Vec<String> {
+        self.0.lock().expect("effects lock").clone()
+    }
+
+    fn distinct_with_prefix(&self, prefix: &str) -> Vec<String> {
+        let mut all: Vec<String> = self
+            .all()
+            .into_iter()
+            .filter(|e| e.starts_with(prefix))
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+}
+
+fn output<T: serde::de::DeserializeOwned>(state: &dapr::workflow::WorkflowMetadata) -> T {
+    serde_json::from_str(state.serialized_output.as_deref().expect("an output"))
+        .expect("the output is JSON")
+}
+
+async fn add_one(
+    _: ActivityContext,
+    input: Option<String>,
+) -> dapr::workflow::Result<Option<String>> {
+    let n: i64 = serde_json::from_str(input.as_deref().unwrap_or("0"))?;
+    Ok(Some((n + 1).to_string()))
+}
+
+async fn square(
+    _: ActivityContext,
+    input: Option<String>,
+) -> dapr::workflow::Result<Option<String>> {
+    let n: i64 = serde_json::from_str(input.as_deref().unwrap_or("0"))?;
+    Ok(Some((n * n).to_string()))
+}
+
+async fn sequence(ctx: WorkflowContext) -> dapr::workflow::Result<Option<String>> {
+    let mut n: i64 = ctx.get_input_typed()?;
+    for _ in 0..5 {
+        n = ctx.call_activity_typed("add_one", n).await?;
+    }
+    Ok(Some(n.to_string()))
+}
+
+async fn fan_out(ctx: WorkflowContext) -> dapr::workflow::Result<Option<String>> {
+    let tasks = (1..=5).map(|i| ctx.call_activity("square", i)).collect();
+    let results = when_all(tasks).await?;
+    let mut sum = 0i64;
+    for result in results {
+        sum += serde_json::from_str::<i64>(result.as_deref().unwrap_or("0"))?;
+    }
+    Ok(Some(sum.to_string()))
+}
+
+async fn approval(ctx: WorkflowContext) -> dapr::workflow::Result<Option<String>> {
+    let decision: String = ctx.wait_for_external_event_typed("approve", None).await?;
+    Ok(Some(serde_json::to_string(&format!(
+        "approved by {decision}"
+    ))?))
+}
+
+async fn approval_with_timeout(ctx: WorkflowContext) -> dapr::workflow::Result<Option<String>> {
+    let outcome = ctx
+        .wait_for_external_event_with_timeout("approve", Duration::from_millis(500))
+        .await?;
+    let text = match outcome {
+        dapr_durabletask::api::ExternalEventResult::Received(_) => "received",
+        _ => "timed out",
+    };
+    Ok(Some(serde_json::to_string(text)?))
+}
+
+async fn with_retries(ctx: WorkflowContext) -> dapr::workflow::Result<Option<String>> {
+    let options = ActivityOptions::new()
+        .with_input(ctx.instance_id().to_string())
+        .with_retry_policy(RetryPolicy::new(4, Duration::from_millis(50)));
+    let attempts: i64 = ctx
+        .call_activity_with_options_typed("flaky", options)
+        .await?;
+    Ok(Some(attempts.to_string()))
+}
+
+async fn parent(ctx: WorkflowContext) -> dapr::workflow::Result<Option<String>> {
+    let child: i64 = ctx.call_sub_workflow_typed("child", 20).await?;
+    let failed = match ctx.call_sub_orchestrator("failing_child", (), None).await {
+        Ok(_) => "no".to_owned(),
+        Err(error) => format!("yes: {error}"),
+    };
+    Ok(Some(serde_json::to_string(
+        &json!({"child": child, "failed": failed}),
+    )?))
+}
+
+async fn child(ctx: WorkflowContext) -> dapr::workflow::Result<Option<String>> {
+    let n: i64 = ctx.get_input_typed()?;
+    let n: i64 = ctx.call_activity_typed("add_one", n).await?;
+    Ok(Some(n.to_string()))
+}
+
+async fn failing_child(_: WorkflowContext) -> dapr::workflow::Result<Option<String>> {
+    Err(WorkflowError::Other("the child gives up".into()))
+}
+
+async fn counter(ctx: WorkflowContext) -> dapr::workflow::Result<Option<String>> {
+    let n: i64 = ctx.get_input_typed()?;
+    if n < 3 {
+        let _ = ctx.call_activity("add_one", n).await?;
+        ctx.continue_as_new(n + 1, true);
+        return Ok(None);
+    }
+    Ok(Some(n.to_string()))
+}
+
+async fn waits_for_child(ctx: WorkflowContext) -> dapr::workflow::Result<Option<String>> {
+    let id = format!("{}-child", ctx.instance_id());
+    ctx.call_sub_orchestrator("approval", (), Some(&id)).await?;
+    Ok(None)
+}
+
+/// A client with every test workflow and activity registered, and its worker running.
+struct Worker {
+    client: WorkflowClient,
+    handle: Option<dapr::workflow::WorkerHandle>,
+}
+
+impl Worker {
+    async fn start(sidecar: &TestSidecar, effects: &Effects) -> Self {
+        Self::start_on(sidecar.sidecar.grpc_port(), effects).await
+    }
+
+    async fn start_on(port: u16, effects: &Effects) -> Self {
+        let mut client = WorkflowClient::new_with_address(format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("workflow client connects");
+        let registry = client.registry_mut();
+        registry.add_activity("add_one", add_one);
+        registry.add_activity("square", square);
+        let attempts: Arc<Mutex<HashMap<String, i64>>> = Arc::default();
+        registry.add_activity("flaky", move |_, input: Option<String>| {
+            let attempts = attempts.clone();
+            async move {
+                let key = input.unwrap_or_default();
+                let count = {
+                    let mut attempts = attempts.lock().expect("attempts lock");
+                    let count = attempts.entry(key).or_default();
+                    *count += 1;
+                    *count
+                };
+                if count < 3 {
+                    return Err(WorkflowError::Other(format!("attempt {count} fails")));
+                }
+                Ok(Some(count.to_string()))
+            }
+        });
+        let recorded = effects.clone();
+        registry.add_activity("record", move |_, input: Option<String>| {
+            let recorded = recorded.clone();
+            async move {
+                let what: String = serde_json::from_str(input.as_deref().unwrap_or("\"\""))?;
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                recorded.record(what.clone());
+                Ok(Some(serde_json::to_string(&what)?))
+            }
+        });
+        registry.add_workflow("sequence", sequence);
+        registry.add_workflow("fan_out", fan_out);
+        registry.add_workflow("approval", approval);
+        registry.add_workflow("approval_with_timeout", approval_with_timeout);
+        registry.add_workflow("with_retries", with_retries);
+        registry.add_workflow("parent", parent);
+        registry.add_workflow("child", child);
+        registry.add_workflow("failing_child", failing_child);
+        registry.add_workflow("counter", counter);
+        registry.add_workflow("waits_for_child", waits_for_child);
+        registry.add_workflow("slow_steps", |ctx: WorkflowContext| async move {
+            let id = ctx.instance_id().to_string();
+            let mut done = Vec::new();
+            for step in 0..5 {
+                let what: String = ctx
+                    .call_activity_typed("record", format!("{id}/{step}"))
+                    .await?;
+                done.push(what);
+            }
+            Ok(Some(serde_json::to_string(&done)?))
+        });
+        let handle = client.start_worker().await.expect("worker starts");
+        Self {
+            client,
+            handle: Some(handle),
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.shutdown().await.expect("worker stops");
+        }
+    }
+
+    async fn run(&mut self, name: &str, input: Value) -> dapr::workflow::WorkflowMetadata {
+        let id = self
+            .client
+            .schedule_workflow(name, ScheduleOptions::new().with_input(input))
+            .await
+            .expect("workflow starts");
+        self.finish(&id).await
+    }
+
+    async fn finish(&mut self, id: &str) -> dapr::workflow::WorkflowMetadata {
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            self.client.wait_for_workflow_completion_with_options(
+                id,
+                dapr::workflow::FetchOptions::new().with_fetch_payloads(true),
+                None,
+            ),
+        )
+        .await
+        .expect("the workflow finishes in time")
+        .expect("wait succeeds")
+    }
+
+    async fn status(&mut self, id: &str) -> RuntimeStatus {
+        self.client
+            .fetch_workflow_metadata(id, dapr::workflow::FetchOptions::new())
+            .await
+            .expect("metadata")
+            .runtime_status
+    }
+}
+
+macro_rules! on_every_store {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_sqlite() {
+                super::$scenario(super::Backend::sqlite().await).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_postgres() {
+                super::$scenario(super::Backend::postgres().await).await;
+            }
+        }
+    };
+}
+
+async fn activities_run_in_sequence_and_fan_out(backend: Backend) {
+    let sidecar = backend.sidecar(&unique("wf"), 0).await;
+    let mut worker = Worker::start(&sidecar, &Effects::default()).await;
+
+    let done = worker.run("sequence", json!(10)).await;
+    assert_eq!(done.runtime_status, RuntimeStatus::Completed);
+    assert_eq!(output::<i64>(&done), 15);
+
+    let done = worker.run("fan_out", json!(null)).await;
+    assert_eq!(done.runtime_status, RuntimeStatus::Completed);
+    assert_eq!(output::<i64>(&done), 1 + 4 + 9 + 16 + 25);
+    worker.stop().await;
+}
+on_every_store!(activities_run_in_sequence_and_fan_out);
+
+async fn external_events_are_delivered_and_timeouts_fire(backend: Backend) {
+    let sidecar = backend.sidecar(&unique("wf"), 0).await;
+    let mut worker = Worker::start(&sidecar, &Effects::default()).await;
+
+    // Raised before the workflow waits: buffered until it does.
+    let id = worker
+        .client
+        .schedule_workflow("approval", ScheduleOptions::new())
+        .await
+        .expect("start");
+    worker
+        .client
+        .raise_event(
+            &id,
+            "approve",
+            dapr::workflow::EventOptions::new().with_payload("ada"),
+        )
+        .await
+        .expect("raise");
+    let done = worker.finish(&id).await;
+    assert_eq!(output::<String>(&done), "approved by ada");
+
+    let done = worker.run("approval_with_timeout", json!(null)).await;
+    assert_eq!(done.runtime_status, RuntimeStatus::Completed);
+    assert_eq!(output::<String>(&done), "timed out");
+    worker.stop().await;
+}
+on_every_store!(external_events_are_delivered_and_timeouts_fire);
+
+async fn failed_activities_are_retried_by_policy(backend: Backend) {
+    let sidecar = backend.sidecar(&unique("wf"), 0).await;
+    let mut worker = Worker::start(&sidecar, &Effects::default()).await;
+    let done = worker.run("with_retries", json!(null)).await;
+    assert_eq!(done.runtime_status, RuntimeStatus::Completed);
+    assert_eq!(
+        output::<i64>(&done),
+        3,
+        "two failures, then the third attempt"
+    );
+    worker.stop().await;
+}
+on_every_store!(failed_activities_are_retried_by_policy);
+
+async fn child_workflows_return_results_and_failures(backend: Backend) {
+    let sidecar = backend.sidecar(&unique("wf"), 0).await;
+    let mut worker = Worker::start(&sidecar, &Effects::default()).await;
+    let done = worker.run("parent", json!(null)).await;
+    assert_eq!(done.runtime_status, RuntimeStatus::Completed);
+    let result: Value = output(&done);
+    assert_eq!(result["child"], 21);
+    let failed = result["failed"].as_str().expect("a string");
+    assert!(failed.starts_with("yes"), "{failed}");
+    assert!(failed.contains("the child gives up"), "{failed}");
+    worker.stop().await;
+}
+on_every_store!(child_workflows_return_results_and_failures);
+
+async fn continue_as_new_restarts_with_the_new_input(backend: Backend) {
+    let sidecar = backend.sidecar(&unique("wf"), 0).await;
+    let mut worker = Worker::start(&sidecar, &Effects::default()).await;
+    let done = worker.run("counter", json!(0)).await;
+    assert_eq!(done.runtime_status, RuntimeStatus::Completed);
+    assert_eq!(output::<i64>(&done), 3);
+    worker.stop().await;
+}
+on_every_store!(continue_as_new_restarts_with_the_new_input);
+
+async fn terminate_recursively_stops_children_and_purge_removes(backend: Backend) {
+    let sidecar = backend.sidecar(&unique("wf"), 0).await;
+    let mut worker = Worker::start(&sidecar, &Effects::default()).await;
+    let id = worker
+        .client
+        .schedule_workflow(
+            "waits_for_child",
+            ScheduleOptions::new().with_instance_id(unique("parent")),
+        )
+        .await
+        .expect("start");
+    let child_id = format!("{id}-child");
+    let http = http();
+    let child_url = sidecar.url(&format!("/v1.0/workflows/dapr/{child_id}"));
+    assert!(
+        eventually(10, || async {
+            let Ok(response) = http.get(&child_url).send().await else {
+                return false;
+            };
+            let body: Value = response.json().await.unwrap_or_default();
+            body["runtimeStatus"] == "RUNNING"
+        })
+        .await,
+        "the child runs"
+    );
+
+    worker
+        .client
+        .terminate_workflow_recursive(&id, true)
+        .await
+        .expect("terminate");
+    let done = worker.finish(&id).await;
+    assert_eq!(done.runtime_status, RuntimeStatus::Terminated);
+    let child = worker.finish(&child_id).await;
+    assert_eq!(child.runtime_status, RuntimeStatus::Terminated);
+
+    worker
+        .client
+        .purge_workflow_state_recursive(&id, true)
+        .await
+        .expect("purge");
+    let gone = worker
+        .client
+        .fetch_workflow_metadata(&id, dapr::workflow::FetchOptions::new())
+        .await;
+    assert!(gone.is_err(), "purged: {gone:?}");
+    let response = http.get(&child_url).send().await.expect("get");
+    assert_eq!(response.status(), 404, "the child is purged too");
+    worker.stop().await;
+}
+on_every_store!(terminate_recursively_stops_children_and_purge_removes);
+
+async fn suspended_workflows_wait_until_resumed(backend: Backend) {
+    let sidecar = backend.sidecar(&unique("wf"), 0).await;
+    let mut worker = Worker::start(&sidecar, &Effects::default()).await;
+    let id = worker
+        .client
+        .schedule_workflow("approval", ScheduleOptions::new())
+        .await
+        .expect("start");
+    worker
+        .client
+        .wait_for_workflow_start(&id)
+        .await
+        .expect("started");
+    worker
+        .client
+        .suspend_workflow(&id, "hold on")
+        .await
+        .expect("suspend");
+    assert_eq!(worker.status(&id).await, RuntimeStatus::Suspended);
+    worker
+        .client
+        .raise_event(
+            &id,
+            "approve",
+            dapr::workflow::EventOptions::new().with_payload("bob"),
+        )
+        .await
+        .expect("raise");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        worker.status(&id).await,
+        RuntimeStatus::Suspended,
+        "a suspended workflow does not complete"
+    );
+    worker
+        .client
+        .resume_workflow(&id, "go")
+        .await
+        .expect("resume");
+    let done = worker.finish(&id).await;
+    assert_eq!(done.runtime_status, RuntimeStatus::Completed);
+    assert_eq!(output::<String>(&done), "approved by bob");
+    worker.stop().await;
+}
+on_every_store!(suspended_workflows_wait_until_resumed);
+
+async fn many_instances_complete_at_once(backend: Backend) {
+    let sidecar = backend.sidecar(&unique("wf"), 0).await;
+    let worker = Worker::start(&sidecar, &Effects::default()).await;
+    let scheduler = worker.client.scheduling_client();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200i64 {
+        let mut scheduler = scheduler.clone();
+        tasks.spawn(async move {
+            let id = scheduler
+                .schedule_workflow("sequence", ScheduleOptions::new().with_input(i))
+                .await
+                .expect("start");
+            let done = scheduler
+                .wait_for_workflow_completion_with_options(
+                    &id,
+                    dapr::workflow::FetchOptions::new().with_fetch_payloads(true),
+                    Some(Duration::from_secs(120)),
+                )
+                .await
+                .expect("finishes");
+            (i, done)
+        });
+    }
+    let mut finished = 0;
+    while let Some(result) = tasks.join_next().await {
+        let (i, done) = result.expect("task");
+        assert_eq!(done.runtime_status, RuntimeStatus::Completed);
+        assert_eq!(output::<i64>(&done), i + 5);
+        finished += 1;
+    }
+    assert_eq!(finished, 200);
+    worker.stop().await;
+}
+on_every_store!(many_instances_complete_at_once);
+
+fn expected_steps(id: &str) -> Vec<String> {
+    (0..5).map(|step| format!("{id}/{step}")).collect()
+}
+
+async fn a_workflow_survives_a_sidecar_restart(backend: Backend) {
+    let app_id = unique("wf");
+    let first = backend.sidecar(&app_id, 0).await;
+    let port = first.sidecar.grpc_port();
+    let effects = Effects::default();
+    let mut worker = Worker::start(&first, &effects).await;
+    let id = worker
+        .client
+        .schedule_workflow("slow_steps", ScheduleOptions::new())
+        .await
+        .expect("start");
+    assert!(
+        eventually(20, || async {
+            effects.distinct_with_prefix(&id).len() >= 2
+        })
+        .await,
+        "two steps ran"
+    );
+    first.sidecar.shutdown().await;
+
+    // The same store and port: the worker reconnects by itself.
+    let second = backend.sidecar(&app_id, port).await;
+    let done = worker.finish(&id).await;
+    assert_eq!(done.runtime_status, RuntimeStatus::Completed);
+    assert_eq!(output::<Vec<String>>(&done), expected_steps(&id));
+    assert_eq!(effects.distinct_with_prefix(&id), expected_steps(&id));
+    worker.stop().await;
+    second.sidecar.shutdown().await;
+}
+on_every_store!(a_workflow_survives_a_sidecar_restart);
+
+async fn a_workflow_survives_a_worker_restart(backend: Backend) {
+    let sidecar = backend.sidecar(&unique("wf"), 0).await;
+    let effects = Effects::default();
+    let mut worker = Worker::start(&sidecar, &effects).await;
+    let id = worker
+        .client
+        .schedule_workflow("slow_steps", ScheduleOptions::new())
+        .await
+        .expect("start");
+    assert!(
+        eventually(20, || async {
+            effects.distinct_with_prefix(&id).len() >= 2
+        })
+        .await,
+        "two steps ran"
+    );
+    worker.stop().await;
+    let mut worker = Worker::start(&sidecar, &effects).await;
+    let done = worker.finish(&id).await;
+    assert_eq!(done.runtime_status, RuntimeStatus::Completed);
+    assert_eq!(output::<Vec<String>>(&done), expected_steps(&id));
+    assert_eq!(effects.distinct_with_prefix(&id), expected_steps(&id));
+    worker.stop().await;
+}
+on_every_store!(a_workflow_survives_a_worker_restart);
+
+async fn the_http_api_drives_workflows(backend: Backend) {
+    let sidecar = backend.sidecar(&unique("wf"), 0).await;
+    let mut worker = Worker::start(&sidecar, &Effects::default()).await;
+    let http = http();
+    let id = unique("order");
+
+    for version in ["v1.0", "v1.0-beta1"] {
+        let id = format!("{id}_{}", version.replace(['.', '-'], ""));
+        let response = http
+            .post(sidecar.url(&format!(
+                "/{version}/workflows/dapr/approval/start?instanceID={id}"
+            )))
+            .send()
+            .await
+            .expect("start");
+        assert_eq!(response.status(), 202);
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body, json!({"instanceID": id}));
+
+        worker
+            .client
+            .wait_for_workflow_start(&id)
+            .await
+            .expect("started");
+        let url = sidecar.url(&format!("/{version}/workflows/dapr/{id}"));
+        for action in ["pause", "resume"] {
+            let response = http
+                .post(format!("{url}/{action}"))
+                .send()
+                .await
+                .expect(action);
+            assert_eq!(response.status(), 202, "{action}");
+        }
+        let response = http
+            .post(format!("{url}/raiseEvent/approve"))
+            .json(&json!("carol"))
+            .send()
+            .await
+            .expect("raise");
+        assert_eq!(response.status(), 202);
+        worker.finish(&id).await;
+
+        let body: Value = http
+            .get(&url)
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(body["instanceID"], id.as_str());
+        assert_eq!(body["workflowName"], "approval");
+        assert_eq!(body["runtimeStatus"], "COMPLETED");
+        assert_eq!(
+            body["properties"]["dapr.workflow.output"],
+            "\"approved by carol\""
+        );
+        assert!(body["createdAt"].as_str().is_some_and(|t| t.ends_with('Z')));
+
+        let response = http
+            .post(format!("{url}/purge"))
+            .send()
+            .await
+            .expect("purge");
+        assert_eq!(response.status(), 202);
+        let response = http.get(&url).send().await.expect("get");
+        assert_eq!(response.status(), 404);
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["errorCode"], "ERR_INSTANCE_ID_NOT_FOUND");
+    }
+
+    let response = http
+        .post(sidecar.url("/v1.0/workflows/dapr/approval/start?instanceID=not%20valid"))
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["errorCode"], "ERR_INSTANCE_ID_INVALID");
+
+    let response = http
+        .post(sidecar.url("/v1.0/workflows/other/approval/start"))
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(response.status(), 400);
+
+    let response = http
+        .post(sidecar.url("/v1.0/workflows/dapr/nobody/terminate"))
+        .send()
+        .await
+        .expect("terminate");
+    assert_eq!(response.status(), 404);
+
+    let metadata: Value = http
+        .get(sidecar.url("/v1.0/metadata"))
+        .send()
+        .await
+        .expect("metadata")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(metadata["workflows"]["connectedWorkers"], 1);
+    worker.stop().await;
+}
+on_every_store!(the_http_api_drives_workflows);
+
+#[tokio::test]
+async fn workflows_are_unavailable_without_an_actor_state_store() {
+    let sidecar = sidecar(&unique("wf")).memory_store("plain").start().await;
+    let response = http()
+        .post(sidecar.url("/v1.0/workflows/dapr/any/start"))
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(response.status(), 500);
+    let metadata: Value = http()
+        .get(sidecar.url("/v1.0/metadata"))
+        .send()
+        .await
+        .expect("metadata")
+        .json()
+        .await
+        .expect("json");
+    assert!(metadata.get("workflows").is_none());
+}
