@@ -54,6 +54,10 @@ STATEFUL = {"auth", "inventory", "orders", "payments", "notifications"}
 # Resources a broker brings; the rest must be the same whichever broker an overlay picks.
 BROKER_KINDS = {"RabbitmqCluster", "Kafka", "KafkaNodePool", "KafkaTopic"}
 BROKER_OBJECTS = {("Component", "pubsub"), ("NetworkPolicy", "rabbitmq")}
+# Component metadata that differs by installation (where things are, which app is the actor
+# store); every other value in components/<broker> must be the same in k8s.
+PER_INSTALLATION_METADATA = {"connectionString", "tablePrefix", "actorStateStore", "secretsFile",
+                             "rootPath", "brokers", "host", "port", "redisHost"}
 SCHEMA_FILES = {
     ("dapr.io", "Component"): ("dapr.yaml", "Component"),
     ("dapr.io", "Configuration"): ("dapr.yaml", "Configuration"),
@@ -430,6 +434,19 @@ def check_component_sets(overlay: str, objects: list[dict]) -> None:
         elif found != {(spec["type"], spec["version"])}:
             fail(overlay, f"`{name}` is {sorted(found)} in k8s, "
                           f"{spec['type']} {spec['version']} in components/{broker}")
+    # Behaviour settings (not connection details) are the same as in components/<broker>.
+    k8s_components = by_kind(objects, "Component")
+    for name, component in local.items():
+        counterparts = [c for n, c in k8s_components.items() if component_role(n) == name]
+        for item in component["spec"].get("metadata") or []:
+            if "value" not in item or item["name"] in PER_INSTALLATION_METADATA:
+                continue
+            for counterpart in counterparts:
+                values = {m["name"]: m.get("value") for m in counterpart["spec"]["metadata"]}
+                if values.get(item["name"]) != item["value"]:
+                    fail(overlay, f"{counterpart['metadata']['name']}: {item['name']} is "
+                                  f"{values.get(item['name'])!r}, {item['value']!r} in "
+                                  f"components/{broker}/{name}")
     for role in k8s:
         if role not in local:
             fail(overlay, f"k8s has `{role}`, components/{broker} has none")
@@ -571,6 +588,42 @@ def check_dapr_yaml_and_launcher(objects: list[dict]) -> None:
                 fail(f"apps/{app}", f"default port {default.group(1)} differs from k8s ({port})")
 
 
+def check_site_overlay(renderer: Renderer, registry) -> None:
+    """k8s/site-overlay (docs/deploy.md, the deploy job) makes a valid installation."""
+    site = ROOT / "target" / "k8s-tools" / "site-check"
+    for broker in ("rabbitmq", "kafka"):
+        shutil.rmtree(site, ignore_errors=True)
+        out = subprocess.run([str(K8S / "site-overlay"), str(site), "--host", "shop.example.org",
+                              "--registry", "registry.example.org/acme", "--tag", "v9.8.7",
+                              "--broker", broker], capture_output=True, text=True)
+        w = f"k8s/site-overlay --broker {broker}"
+        if out.returncode != 0:
+            fail(w, out.stderr.strip())
+            continue
+        try:
+            objects = renderer.render(site)
+        except RuntimeError as error:
+            fail(w, f"does not render: {error}")
+            continue
+        validate_objects(f"site-{broker}", objects, registry)
+        for d in by_kind(objects, "Deployment").values():
+            image = d["spec"]["template"]["spec"]["containers"][0]["image"]
+            name = d["metadata"]["name"]
+            if image != f"registry.example.org/acme/shop-{name}:v9.8.7":
+                fail(w, f"Deployment {name} runs {image}")
+        ingress = by_kind(objects, "Ingress")["shop"]["spec"]
+        if ingress["rules"][0]["host"] != "shop.example.org" or ingress["tls"][0]["hosts"] != ["shop.example.org"]:
+            fail(w, "the ingress is not for shop.example.org")
+        if '"https://shop.example.org"' not in by_kind(objects, "ConfigMap")["gateway-config"]["data"]["gateway.toml"]:
+            fail(w, "the gateway does not allow the site's origin")
+    shutil.rmtree(site, ignore_errors=True)
+    for values in sorted((K8S / "dapr").glob("values*.yaml")):
+        mtls = (yaml.safe_load(values.read_text()).get("global") or {}).get("mtls") or {}
+        if mtls.get("enabled") is not True:
+            fail(str(values.relative_to(ROOT)), "global.mtls.enabled is not true "
+                                                "(accessControl relies on mTLS identities)")
+
+
 def main() -> int:
     renderer = Renderer()
     say(f"renderer: {renderer.describe}")
@@ -583,8 +636,8 @@ def main() -> int:
         f"{', '.join(planned) or 'none'}")
 
     rendered: dict[str, list[dict]] = {}
-    for path in [K8S / "base", *overlays()]:
-        name = path.name if path.parent.name == "overlays" else "base"
+    for path in [K8S / "base", K8S / "deployer", *overlays()]:
+        name = path.name if path.parent.name == "overlays" else path.name
         try:
             objects = renderer.render(path)
         except RuntimeError as error:
@@ -596,17 +649,18 @@ def main() -> int:
         for o in objects:
             kinds[o["kind"]] = kinds.get(o["kind"], 0) + 1
         say(f"  {name}: {len(objects)} objects rendered and validated")
-        if name == "base":
+        if name in ("base", "deployer"):
             continue
         check_apps(name, objects, workspace)
         check_components(name, objects, workspace)
         check_component_sets(name, objects)
         check_dapr_references(name, objects)
         check_secrets_documented(name, objects)
-    check_broker_swap({k: v for k, v in rendered.items() if k != "base"})
+    check_broker_swap({k: v for k, v in rendered.items() if k not in ("base", "deployer")})
     if "rabbitmq" in rendered:
         check_dapr_yaml_and_launcher(rendered["rabbitmq"])
     check_dockerfile(workspace)
+    check_site_overlay(renderer, registry)
 
     if failures:
         print(f"\n{len(failures)} problem(s) in the Kubernetes manifests:", file=sys.stderr)
