@@ -80,8 +80,49 @@ async fn journey(set: ComponentSet) {
         .await
         .unwrap();
 
+    // The registration reaches the notifications app: a welcome in the customer's history,
+    // and in nobody else's.
+    let deadline = tokio::time::Instant::now() + EVENT_WAIT;
+    let welcome = loop {
+        let history = shop
+            .call(Method::GET, "/api/notifications", Some(&customer), None)
+            .await
+            .unwrap();
+        assert_eq!(history.status, StatusCode::OK, "{set:?}: {history:?}");
+        if let Some(welcome) = history.body["items"]
+            .as_array()
+            .and_then(|items| items.iter().find(|n| n["kind"] == "welcome"))
+        {
+            break welcome.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{set:?}: no welcome notification: {history:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(welcome["title"], "Welcome to the shop, Ada!");
+    let anonymous = shop
+        .call(Method::GET, "/api/notifications", None, None)
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+
     // The admin manages products; the customer may not.
     let admin = shop.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.unwrap();
+    let admins = shop
+        .call(Method::GET, "/api/notifications", Some(&admin), None)
+        .await
+        .unwrap();
+    assert_eq!(admins.status, StatusCode::OK);
+    assert!(
+        !admins.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["id"] == welcome["id"]),
+        "{admins:?}"
+    );
     let refused = shop
         .call(
             Method::POST,
@@ -334,6 +375,8 @@ async fn docs() {
         "/api/auth/login",
         "/api/products",
         "/api/products/{id}",
+        "/api/notifications",
+        "/api/notifications/stream",
     ] {
         assert!(paths.contains_key(path), "{path} in {:?}", paths.keys());
     }

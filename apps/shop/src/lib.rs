@@ -18,12 +18,16 @@ use tokio::task::JoinSet;
 
 pub use secrets::AdminSource;
 
-/// The apps the launcher starts, in start order: the gateway last, once what it routes to runs.
-/// Apps of the shop that are not written yet are simply not listed.
-pub const APPS: &[&str] = &["auth", "inventory", "gateway"];
+/// The Dapr apps the launcher starts, each with its sidecar, in start order: the gateway last,
+/// once what it routes to runs. Apps of the shop that are not written yet are simply not listed.
+pub const APPS: &[&str] = &["auth", "inventory", "notifications", "gateway"];
 
 /// The app that listens for the public.
 pub const GATEWAY: &str = "gateway";
+
+/// The payment provider simulator: started first, with no sidecar (it stands for a provider
+/// outside the shop), on a free port, with the API key `paygate-api-key` of the secret file.
+pub const PAYGATE: &str = "paygate";
 
 /// What to start and where.
 #[derive(Debug, Clone)]
@@ -68,10 +72,10 @@ pub struct Member {
     pub app_id: String,
     /// Where the app listens.
     pub app_port: u16,
-    /// The sidecar's HTTP API.
-    pub dapr_http_port: u16,
+    /// The sidecar's HTTP API (none for the paygate, which has no sidecar).
+    pub dapr_http_port: Option<u16>,
     /// The sidecar's gRPC API.
-    pub dapr_grpc_port: u16,
+    pub dapr_grpc_port: Option<u16>,
 }
 
 /// The running shop.
@@ -108,6 +112,11 @@ impl Shop {
             apps: JoinSet::new(),
             stop,
         };
+        if let Err(error) = shop.start_paygate(options).await {
+            return Err(shop
+                .abandon(error.context(format!("cannot start {PAYGATE}")))
+                .await);
+        }
         for app_id in APPS {
             if let Err(error) = shop.start_member(app_id, options, &topology).await {
                 return Err(shop
@@ -127,6 +136,35 @@ impl Shop {
             tracing::warn!(error = %format!("{also:#}"), "stopping after a failed start");
         }
         error
+    }
+
+    /// Starts the payment provider simulator, outside the mesh: no sidecar.
+    async fn start_paygate(&mut self, options: &Options) -> anyhow::Result<()> {
+        let api_key = secrets::get(&options.secrets_file(), "paygate-api-key")?;
+        let presets = vec![("SHOP_PAYGATE_PAYGATE__API_KEY".to_owned(), api_key)];
+        let mut settings: shop_paygate::Settings = kit::settings::load_with(PAYGATE, presets)
+            .map_err(|error| anyhow::anyhow!("{PAYGATE}: {error}"))?;
+        settings.app.port = 0;
+        let app = shop_paygate::App::build(settings).await?;
+        let app_port = app.port();
+        let run = Box::new(app).run(self.stop.clone());
+        self.apps
+            .spawn(async move { (PAYGATE.to_owned(), run.await) });
+        self.members.push(Member {
+            app_id: PAYGATE.to_owned(),
+            app_port,
+            dapr_http_port: None,
+            dapr_grpc_port: None,
+        });
+        Ok(())
+    }
+
+    /// The payment provider simulator's URL.
+    pub fn paygate_url(&self) -> Option<String> {
+        self.members
+            .iter()
+            .find(|member| member.app_id == PAYGATE)
+            .map(|member| format!("http://127.0.0.1:{}", member.app_port))
     }
 
     async fn start_member(
@@ -170,8 +208,8 @@ impl Shop {
         self.members.push(Member {
             app_id: app_id.to_owned(),
             app_port,
-            dapr_http_port: ports.http,
-            dapr_grpc_port: ports.grpc,
+            dapr_http_port: Some(ports.http),
+            dapr_grpc_port: Some(ports.grpc),
         });
         Ok(())
     }
@@ -299,6 +337,12 @@ async fn build(
             settings.dapr = dapr;
             settings.app.port = 0;
             Box::new(shop_inventory::App::build(settings).await?)
+        }
+        "notifications" => {
+            let mut settings: shop_notifications::Settings = settings(app_id)?;
+            settings.dapr = dapr;
+            settings.app.port = 0;
+            Box::new(shop_notifications::App::build(settings).await?)
         }
         GATEWAY => {
             let mut settings: shop_gateway::Settings = settings(app_id)?;

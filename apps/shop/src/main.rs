@@ -132,14 +132,18 @@ fn banner(shop: &Shop, options: &Options) -> String {
     let url = shop.url();
     let admin = admin_line(shop.admin(), options);
     let mut text = format!(
-        "\nThe shop is running.\n\n  API:         {url}/api\n  API docs:    {url}/api/docs\n  Admin:       {admin}\n  Components:  {}\n  Data:        {}\n\n  app          port   Dapr HTTP  Dapr gRPC\n",
+        "\nThe shop is running.\n\n  API:         {url}/api\n  API docs:    {url}/api/docs\n  Admin:       {admin}\n  Components:  {}\n  Data:        {}\n\n  app           port   Dapr HTTP  Dapr gRPC\n",
         options.components.display(),
         options.root.join(".data").display(),
     );
     for member in shop.members() {
+        let port = |port: Option<u16>| port.map_or_else(|| "-".to_owned(), |p| p.to_string());
         text.push_str(&format!(
-            "  {:<12} {:<6} {:<10} {}\n",
-            member.app_id, member.app_port, member.dapr_http_port, member.dapr_grpc_port
+            "  {:<13} {:<6} {:<10} {}\n",
+            member.app_id,
+            member.app_port,
+            port(member.dapr_http_port),
+            port(member.dapr_grpc_port)
         ));
     }
     text.push_str("\nPress Ctrl-C to stop.");

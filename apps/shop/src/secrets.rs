@@ -115,6 +115,18 @@ pub fn ensure(file: &Path, environment: &BTreeMap<String, String>) -> anyhow::Re
     Ok(source)
 }
 
+/// One secret of `file`.
+pub fn get(file: &Path, key: &str) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let secrets: BTreeMap<String, String> = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a JSON object of strings", file.display()))?;
+    secrets
+        .get(key)
+        .cloned()
+        .with_context(|| format!("{} has no {key}", file.display()))
+}
+
 /// Writes a file only its owner can read.
 fn write_private(file: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(file, text).with_context(|| format!("cannot write {}", file.display()))?;

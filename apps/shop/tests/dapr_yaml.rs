@@ -105,3 +105,21 @@ fn the_component_set_exists_and_needs_only_the_secrets_the_launcher_creates() {
         }
     }
 }
+
+#[test]
+fn the_paygate_is_left_out_and_the_file_says_how_to_start_it() {
+    let text = std::fs::read_to_string(repository().join("dapr.yaml")).unwrap();
+    let file = run_file();
+    let apps = file["apps"].as_sequence().unwrap();
+    assert!(
+        apps.iter()
+            .all(|a| a["appID"].as_str() != Some(shop::PAYGATE)),
+        "the paygate has no sidecar, so dapr.yaml cannot run it"
+    );
+    assert!(
+        text.contains("cargo run --release -p shop-paygate")
+            && text.contains("SHOP_PAYGATE_PAYGATE__API_KEY")
+            && text.contains("paygate-api-key"),
+        "dapr.yaml says how to start the paygate next to it"
+    );
+}

@@ -125,6 +125,8 @@ async fn the_shop_starts_serves_keeps_its_data_and_stops_on_ctrl_c() {
         "admin@shop.local",
         "auth",
         "inventory",
+        "notifications",
+        "paygate",
         "gateway",
     ] {
         assert!(
@@ -139,6 +141,31 @@ async fn the_shop_starts_serves_keeps_its_data_and_stops_on_ctrl_c() {
         first.banner
     );
     let client = reqwest::Client::new();
+    // The paygate runs with no sidecar, on the port the banner gives, and wants its API key.
+    let paygate_port = first
+        .banner
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("paygate"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("a paygate row in:\n{}", first.banner))
+        .to_owned();
+    let paygate_row = first
+        .banner
+        .lines()
+        .find(|l| l.trim().starts_with("paygate"))
+        .unwrap();
+    assert!(
+        paygate_row.contains(" - "),
+        "no sidecar ports: {paygate_row}"
+    );
+    let charge = client
+        .get(format!(
+            "http://127.0.0.1:{paygate_port}/v1/charges/ch_000000000000000000000000"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(charge.status(), 401);
     let token = admin_token(&first.url, root.path()).await;
     let added = client
         .post(format!("{}/api/products", first.url))

@@ -143,11 +143,25 @@ pub fn load<S>(app: &str) -> Result<S, SettingsError>
 where
     S: Serialize + DeserializeOwned + Default + Validate,
 {
+    load_with(app, Vec::new())
+}
+
+/// [`load`] with `presets`, environment entries (`SHOP_<APP>_...`) that the real environment
+/// overrides: how the launcher hands an app a value from the secret store.
+pub fn load_with<S>(app: &str, presets: Vec<(String, String)>) -> Result<S, SettingsError>
+where
+    S: Serialize + DeserializeOwned + Default + Validate,
+{
     let prefix = format!("SHOP_{}_", app.to_ascii_uppercase());
     let file = std::env::var(format!("{prefix}CONFIG"))
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from(format!("config/{app}.toml")));
-    load_from(&prefix, Some(&file), std::env::vars())
+    // Later entries win, so the environment comes after the presets.
+    load_from(
+        &prefix,
+        Some(&file),
+        presets.into_iter().chain(std::env::vars()),
+    )
 }
 
 /// [`load`] with an explicit environment (tests pass their own).
