@@ -54,6 +54,27 @@ STATEFUL = {"auth", "inventory", "orders", "payments", "notifications"}
 # Resources a broker brings; the rest must be the same whichever broker an overlay picks.
 BROKER_KINDS = {"RabbitmqCluster", "Kafka", "KafkaNodePool", "KafkaTopic"}
 BROKER_OBJECTS = {("Component", "pubsub"), ("NetworkPolicy", "rabbitmq")}
+# The annotations Dapr's sidecar injector reads (Dapr 1.18, docs.dapr.io "Dapr arguments and
+# annotations for daprd"); any other dapr.io/ annotation is a typo that the injector ignores.
+DAPR_ANNOTATIONS = set("""
+enabled app-port config app-protocol app-ssl app-id enable-profiling log-level api-token-secret
+app-token-secret log-as-json app-max-concurrency enable-metrics metrics-port enable-debug
+debug-port env env-from-secret grpc-port internal-grpc-port sidecar-cpu-request
+sidecar-cpu-limit sidecar-memory-request sidecar-memory-limit sidecar-listen-addresses
+sidecar-liveness-probe-delay-seconds sidecar-liveness-probe-timeout-seconds
+sidecar-liveness-probe-period-seconds sidecar-liveness-probe-threshold
+sidecar-readiness-probe-delay-seconds sidecar-readiness-probe-timeout-seconds
+sidecar-readiness-probe-period-seconds sidecar-readiness-probe-threshold sidecar-image
+sidecar-seccomp-profile-type http-max-request-size max-body-size http-read-buffer-size
+read-buffer-size graceful-shutdown-seconds block-shutdown-duration enable-api-logging
+unix-domain-socket-path volume-mounts volume-mounts-rw disable-builtin-k8s-secret-store
+enable-app-health-check app-health-check-path app-health-probe-interval app-health-probe-timeout
+app-health-threshold app-binding-options-timeout placement-host-address
+actors-disseminate-timeout scheduler-host-address pluggable-components
+pluggable-components-sockets-folder component-container inject-pluggable-components
+app-channel-address sentry-request-jwt-audiences sidecar-svc-annotations
+disable-init-endpoints enable-native-sidecar
+""".split())
 # Component metadata that differs by installation (where things are, which app is the actor
 # store); every other value in components/<broker> must be the same in k8s.
 PER_INSTALLATION_METADATA = {"connectionString", "tablePrefix", "actorStateStore", "secretsFile",
@@ -267,7 +288,13 @@ def check_apps(overlay: str, objects: list[dict], workspace: dict[str, str]) -> 
             fail(w, f"{prefix}APP__HOST must be 0.0.0.0 for probes from the kubelet")
 
         # Dapr.
+        for key in annotations:
+            if key.startswith("dapr.io/") and key.removeprefix("dapr.io/") not in DAPR_ANNOTATIONS:
+                fail(w, f"{key} is not an annotation Dapr knows")
         enabled = annotations.get("dapr.io/enabled") == "true"
+        # The NetworkPolicies let sidecars talk to sidecars by this pod label.
+        if (template["metadata"].get("labels", {}).get("shop/mesh") == "dapr") != enabled:
+            fail(w, "pod label shop/mesh=dapr must mark exactly the pods with a sidecar")
         if name in NO_SIDECAR:
             if enabled:
                 fail(w, "paygate is the outside world: no Dapr sidecar")

@@ -33,6 +33,56 @@ class TiltfileFailed(Exception):
     pass
 
 
+# Tilt's signatures (Tilt 0.37 API reference, docs.tilt.dev/api.html; the restart_process
+# extension's README): parameters in positional order, required ones marked with "!". A call
+# with an argument Tilt does not have fails here as it would in Tilt.
+SIGNATURES = {
+    "docker_build": ["ref!", "context!", "build_args", "dockerfile", "dockerfile_contents",
+                     "live_update", "match_in_env_vars", "ignore", "only", "entrypoint", "target",
+                     "ssh", "network", "secret", "extra_tag", "container_args", "cache_from",
+                     "pull", "platform", "extra_hosts"],
+    "local_resource": ["name!", "cmd", "deps", "trigger_mode", "resource_deps", "ignore",
+                       "auto_init", "serve_cmd", "cmd_bat", "serve_cmd_bat", "allow_parallel",
+                       "links", "labels", "env", "serve_env", "readiness_probe", "dir", "serve_dir"],
+    "k8s_resource": ["workload", "new_name", "port_forwards", "extra_pod_selectors",
+                     "trigger_mode", "resource_deps", "objects", "auto_init", "pod_readiness",
+                     "links", "labels", "discovery_strategy"],
+    "k8s_kind": ["kind!", "api_version", "*image_json_path", "*image_object_json_path",
+                 "*pod_readiness"],
+    "k8s_yaml": ["yaml!", "allow_duplicates"],
+    "kustomize": ["pathToDir!", "kustomize_bin", "flags"],
+    "local": ["command!", "quiet", "command_bat", "echo_off", "env", "dir", "stdin"],
+    "sync": ["local_path!", "remote_path!"],
+    "link": ["url!", "name"],
+    "update_settings": ["max_parallel_updates", "k8s_upsert_timeout_secs",
+                        "suppress_unused_image_warnings", "k8s_server_side_apply"],
+    "define_string": ["name!", "args", "usage"],
+}
+# restart_process: docker_build_with_restart(ref, context, entrypoint, live_update,
+# base_suffix, restart_file, **kwargs), the kwargs going to docker_build.
+SIGNATURES["docker_build_with_restart"] = (
+    ["ref!", "context!", "entrypoint!", "live_update!", "base_suffix", "restart_file"]
+    + [p for p in SIGNATURES["docker_build"][2:] if p not in ("live_update", "entrypoint")]
+)
+
+
+def check_signature(name: str, args: tuple, kwargs: dict) -> None:
+    params = SIGNATURES[name]
+    positional = [p.rstrip("!") for p in params if not p.startswith("*")]
+    names = [p.lstrip("*").rstrip("!") for p in params]
+    if len(args) > len(positional):
+        raise TiltfileFailed(f"{name}: {len(args)} positional arguments, at most {len(positional)}")
+    given = positional[:len(args)]
+    for key in kwargs:
+        if key not in names:
+            raise TiltfileFailed(f"{name}: unexpected keyword argument {key!r}")
+        if key in given:
+            raise TiltfileFailed(f"{name}: {key!r} given twice")
+    for p in params:
+        if p.endswith("!") and p.lstrip("*").rstrip("!") not in given + list(kwargs):
+            raise TiltfileFailed(f"{name}: missing argument {p.rstrip('!')!r}")
+
+
 class FakeTilt:
     """Tilt's API as far as the Tiltfile uses it, recording every call."""
 
@@ -47,6 +97,7 @@ class FakeTilt:
 
     def record(self, name):
         def call(*args, **kwargs):
+            check_signature(name, args, kwargs)
             self.calls.append((name, args, kwargs))
             return {"builtin": name, "args": list(args), "kwargs": kwargs}
         return call
@@ -55,8 +106,9 @@ class FakeTilt:
         return [(a, k) for n, a, k in self.calls if n == name]
 
     # config.*
-    def define_string(self, name, **_):
-        self.defined.add(name)
+    def define_string(self, *args, **kwargs):
+        check_signature("define_string", args, kwargs)
+        self.defined.add(args[0] if args else kwargs["name"])
 
     def parse(self):
         parsed = {}
@@ -67,8 +119,10 @@ class FakeTilt:
             parsed[key] = value
         return parsed
 
-    def local(self, command, quiet=False, echo_off=False):
-        self.calls.append(("local", (command,), {}))
+    def local(self, *args, **kwargs):
+        check_signature("local", args, kwargs)
+        command = args[0] if args else kwargs["command"]
+        self.calls.append(("local", (command,), kwargs))
         if command.startswith("kubectl get crd "):
             crd = command.split()[3]
             return "yes" if crd in self.crds else "no"
@@ -84,11 +138,15 @@ class FakeTilt:
                            f"  namespace: shop\nstringData:\n  value: x\n" for n in names)
         raise TiltfileFailed(f"unexpected local command: {command}")
 
-    def kustomize(self, path):
+    def kustomize(self, *args, **kwargs):
+        check_signature("kustomize", args, kwargs)
+        path = args[0] if args else kwargs["pathToDir"]
         self.overlays.append(path)
         return {"kustomize": path}
 
-    def k8s_yaml(self, source):
+    def k8s_yaml(self, *args, **kwargs):
+        check_signature("k8s_yaml", args, kwargs)
+        source = args[0] if args else kwargs["yaml"]
         if isinstance(source, dict) and "kustomize" in source:
             self.objects += RENDERER.render(ROOT / source["kustomize"])
         elif isinstance(source, str):
@@ -173,9 +231,12 @@ def check_run(tilt: FakeTilt, broker: str, build: str) -> None:
         assert kwargs["build_args"]["PORT"] == str(port), (app, kwargs["build_args"])
         if build == "local":
             assert kwargs["dockerfile"] == "tilt/Dockerfile.dev"
-            assert kwargs["entrypoint"] == ["/usr/local/bin/app"]
+            assert kwargs["entrypoint"] == ["/app/app"]
+            assert kwargs["restart_file"].startswith("/app/"), "the app's user must own the restart file"
             syncs = [s for s in kwargs["live_update"] if s["builtin"] == "sync"]
-            assert syncs and syncs[0]["args"] == [f"target/tilt/{app}/app", "/usr/local/bin/app"], syncs
+            assert syncs and syncs[0]["args"] == [f"target/tilt/{app}/app", "/app/app"], syncs
+            dockerfile = (ROOT / "tilt" / "Dockerfile.dev").read_text()
+            assert "COPY --chown=65532:65532 app /app/app" in dockerfile and "-o 65532" in dockerfile
             compile_ = resources(tilt)[f"build-{app}"]
             assert f"cargo build --release --locked -p shop-{app}" in compile_["cmd"], compile_["cmd"]
             assert f"apps/{app}" in compile_["deps"]
@@ -312,6 +373,18 @@ def main() -> int:
             assert "choose one of rabbitmq, kafka" in str(error), error
             return
         raise AssertionError("the Tiltfile accepted --broker=nats")
+
+    @case("the stand-ins refuse arguments Tilt does not have")
+    def _():
+        for name, args, kwargs in [("k8s_resource", ("gateway",), {"label": ["apps"]}),
+                                   ("docker_build", ("image",), {}),
+                                   ("sync", ("a", "b", "c"), {}),
+                                   ("docker_build_with_restart", ("i", ".", ["/app"], []), {"targett": "x"})]:
+            try:
+                check_signature(name, args, kwargs)
+            except TiltfileFailed:
+                continue
+            raise AssertionError(f"{name}{args}{kwargs} was accepted")
 
     passed = failed = 0
     for name, fn in cases:
