@@ -6,11 +6,8 @@
 //! holds an order's reservation. Every change is one transaction guarded by ETags, retried on
 //! conflict, so concurrent reservations can never take more stock than there is.
 
-use std::time::Duration;
-
-use kit::dapr::{Dapr, DaprError, StateOperation, Versioned, Write};
+use kit::dapr::{Dapr, DaprError, StateOperation, Versioned, Write, back_off};
 use kit::outbox::Outbox;
-use rand::RngExt as _;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
@@ -35,13 +32,6 @@ fn product_key(id: &ProductId) -> String {
 
 fn reservation_key(id: &OrderId) -> String {
     format!("reservation:{id}")
-}
-
-/// Waits a little, longer with each attempt and with jitter, before retrying a conflict.
-async fn back_off(attempt: u32) {
-    let ceiling = 2u64.saturating_pow(attempt.min(6)).min(50);
-    let millis = rand::rng().random_range(1..=ceiling.max(1));
-    tokio::time::sleep(Duration::from_millis(millis)).await;
 }
 
 /// A page of products.

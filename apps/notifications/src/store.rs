@@ -12,8 +12,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::Utc;
-use kit::dapr::{Dapr, DaprError, StateOperation, Versioned, Write};
-use rand::RngExt as _;
+use kit::dapr::{Dapr, DaprError, StateOperation, Versioned, Write, back_off};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -68,12 +67,6 @@ fn handled_key(source: &str, id: &str) -> String {
         escaped
     }
     format!("handled:{}:{}", escape(source), escape(id))
-}
-
-async fn back_off(attempt: u32) {
-    let ceiling = 2u64.saturating_pow(attempt.min(6)).min(50);
-    let millis = rand::rng().random_range(1..=ceiling.max(1));
-    tokio::time::sleep(Duration::from_millis(millis)).await;
 }
 
 /// The users' notifications.

@@ -44,6 +44,15 @@ impl From<tonic::Status> for DaprError {
     }
 }
 
+/// Waits a little before retrying a write that lost an ETag race: longer with each attempt (up
+/// to 50 ms) and with jitter, so that contenders do not collide again in step.
+pub async fn back_off(attempt: u32) {
+    use rand::RngExt as _;
+    let ceiling = 2u64.saturating_pow(attempt.min(6)).min(50);
+    let millis = rand::rng().random_range(1..=ceiling.max(1));
+    tokio::time::sleep(Duration::from_millis(millis)).await;
+}
+
 /// A stored value with the ETag it was read at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Versioned<T> {

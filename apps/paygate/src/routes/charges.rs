@@ -151,15 +151,10 @@ pub(super) async fn create(
 ) -> Result<Response, ApiError> {
     let fingerprint = state.ledger.fingerprint("charges", &input);
     let request = validate(input)?;
-    let claim = match super::start(&state.ledger, &key, fingerprint)? {
+    let claim = match super::start(&state, &key, fingerprint).await? {
         Started::Replay(response) => return Ok(response),
         Started::Fresh(claim) => claim,
     };
-    state.conditions.delay().await;
-    if state.conditions.fails() {
-        tracing::info!("simulated processing error");
-        return Err(ApiError::ProcessingError);
-    }
     let charge = Charge::decide(request, Utc::now());
     tracing::info!(
         charge_id = charge.id.as_str(),

@@ -12,7 +12,7 @@ use secrecy::ExposeSecret as _;
 
 use crate::error::ApiError;
 use crate::startup::AppState;
-use crate::store::{Claim, KeyClaim, Ledger, StoredAnswer};
+use crate::store::{Claim, KeyClaim, StoredAnswer};
 
 /// Every route of the app.
 pub fn router(state: AppState) -> Router {
@@ -94,14 +94,25 @@ pub(crate) enum Started {
     Replay(Response),
 }
 
-/// Claims `key` for a request with `fingerprint`.
-pub(crate) fn start(ledger: &Ledger, key: &str, fingerprint: u64) -> Result<Started, ApiError> {
-    match ledger.claim(key, fingerprint) {
-        Claim::Fresh(claim) => Ok(Started::Fresh(claim)),
-        Claim::Replay(answer) => Ok(Started::Replay(replayed(answer))),
-        Claim::Mismatch => Err(ApiError::KeyReused),
-        Claim::InUse => Err(ApiError::KeyInUse),
+/// Claims `key` for a request with `fingerprint`; a new request then takes the provider's
+/// latency and may meet a simulated outage (which releases the key).
+pub(crate) async fn start(
+    state: &AppState,
+    key: &str,
+    fingerprint: u64,
+) -> Result<Started, ApiError> {
+    let claim = match state.ledger.claim(key, fingerprint) {
+        Claim::Fresh(claim) => claim,
+        Claim::Replay(answer) => return Ok(Started::Replay(replayed(answer))),
+        Claim::Mismatch => return Err(ApiError::KeyReused),
+        Claim::InUse => return Err(ApiError::KeyInUse),
+    };
+    state.conditions.delay().await;
+    if state.conditions.fails() {
+        tracing::info!("simulated processing error");
+        return Err(ApiError::ProcessingError);
     }
+    Ok(Started::Fresh(claim))
 }
 
 /// Stores `body` as the answer to the claimed key and returns it.

@@ -64,15 +64,10 @@ pub(super) async fn create(
         .amount_cents
         .map(|cents| Amount::new(cents).map_err(ApiError::invalid("amount_cents")))
         .transpose()?;
-    let claim = match super::start(&state.ledger, &key, fingerprint)? {
+    let claim = match super::start(&state, &key, fingerprint).await? {
         Started::Replay(response) => return Ok(response),
         Started::Fresh(claim) => claim,
     };
-    state.conditions.delay().await;
-    if state.conditions.fails() {
-        tracing::info!("simulated processing error");
-        return Err(ApiError::ProcessingError);
-    }
     let (refund, _) = state
         .ledger
         .refund(&charge_id, amount, Utc::now())
