@@ -33,6 +33,10 @@ struct Shop {
 
 impl Shop {
     async fn start(store: Store) -> Self {
+        Self::start_with(store, |_| {}).await
+    }
+
+    async fn start_with(store: Store, change: impl FnOnce(&mut NotificationsSettings)) -> Self {
         let mut stack = Stack::new(store, &[]).await.unwrap();
         stack
             .add_component(
@@ -46,12 +50,14 @@ impl Shop {
         let publisher = Dapr::new(&dapr).unwrap();
         let (bound, dapr) = stack.bind("notifications").await.unwrap();
         let metadata = format!("http://127.0.0.1:{}/v1.0/metadata", dapr.http_port);
+        let mut notifications = NotificationsSettings {
+            keep_alive_seconds: 1,
+            ..NotificationsSettings::default()
+        };
+        change(&mut notifications);
         let app = App::build(Settings {
             dapr,
-            notifications: NotificationsSettings {
-                keep_alive_seconds: 1,
-                ..NotificationsSettings::default()
-            },
+            notifications,
             ..Settings::default()
         })
         .await
@@ -622,4 +628,55 @@ async fn the_history_pages_newest_first_and_bad_parameters_name_themselves() {
     let problem: Value = response.json().await.unwrap();
     assert_eq!(problem["errors"][0]["field"], "Last-Event-ID");
     shop.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_that_fails_is_retried_without_notifying_twice() {
+    // A binding that does not exist: every send fails.
+    let shop = Shop::start_with(Store::Sqlite, |n| {
+        n.email_binding = "no-such-binding".into()
+    })
+    .await;
+    let user = Uuid::new_v4();
+    let mut stream = open_stream(&shop, user, None).await;
+    let event = registered(user, "Eve");
+    let id = new_id();
+    let first = deliver(&shop, &event, &id).await;
+    assert_eq!(
+        first["status"], "RETRY",
+        "the sidecar is asked to deliver it again"
+    );
+    let live = stream.notification().await;
+    assert_eq!(live.data.unwrap()["kind"], "welcome");
+    for _ in 0..3 {
+        let again = deliver(&shop, &event, &id).await;
+        assert_eq!(again["status"], "RETRY", "the email is still pending");
+    }
+    assert_eq!(shop.history(user).await.len(), 1, "stored once");
+    // Nothing more on the stream: the next thing it shows is a keep-alive.
+    let next = stream.next().await;
+    assert_eq!(next.comment.as_deref(), Some("keep-alive"), "{next:?}");
+    shop.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_streams_end_when_the_app_stops() {
+    let shop = Shop::start(Store::Memory).await;
+    let mut stream = open_stream(&shop, Uuid::new_v4(), None).await;
+    let started = std::time::Instant::now();
+    // The drain deadline is 10 s: a stream left open would hold the stop that long.
+    tokio::time::timeout(Duration::from_secs(5), shop.stop())
+        .await
+        .expect("the app stops without waiting for its streams");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let ended = tokio::time::timeout(WAIT, async {
+        loop {
+            match stream.body.next().await {
+                None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream ends");
 }
