@@ -320,6 +320,21 @@ mod tests {
     }
 
     #[test]
+    fn a_later_entry_wins_so_the_environment_overrides_presets() {
+        // `load_with` puts its presets before the environment.
+        let settings: Example = load_from(
+            "SHOP_EXAMPLE_",
+            None,
+            env(&[
+                ("SHOP_EXAMPLE_GREETING", "preset"),
+                ("SHOP_EXAMPLE_GREETING", "from the environment"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(settings.greeting, "from the environment");
+    }
+
+    #[test]
     fn a_bad_value_names_its_key() {
         let error = load_from::<Example>(
             "SHOP_EXAMPLE_",
