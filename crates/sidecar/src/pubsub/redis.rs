@@ -280,17 +280,16 @@ impl Subscription {
     }
 
     /// `COUNT` and `BLOCK` of the next read: up to `queueDepth` entries, or what the pending
-    /// batch still takes, waiting no longer than the batch may.
-    fn next_read(&self, batch: &Batch) -> (usize, Duration) {
+    /// batch still takes. A batch being filled reads without blocking: Redis times blocked reads
+    /// out on its own clock (10 times a second by default), so a short `BLOCK` would hold a
+    /// partial batch for about 100 ms, not `maxAwaitDurationMs`.
+    fn next_read(&self, batch: &Batch) -> (usize, Option<Duration>) {
         match &self.delivery {
-            Delivery::OneByOne { .. } => (self.settings.queue_depth, self.settings.read_block),
+            Delivery::OneByOne { .. } => {
+                (self.settings.queue_depth, Some(self.settings.read_block))
+            }
             Delivery::Batches { limits, .. } => {
-                let block = batch.deadline.map_or(self.settings.read_block, |deadline| {
-                    // BLOCK 0 would mean forever: a batch that is due blocks for 1 ms at most.
-                    deadline
-                        .saturating_duration_since(Instant::now())
-                        .clamp(Duration::from_millis(1), self.settings.read_block)
-                });
+                let block = batch.entries.is_empty().then_some(self.settings.read_block);
                 (limits.max_messages - batch.entries.len(), block)
             }
         }
@@ -345,10 +344,12 @@ impl Subscription {
                 continue;
             };
             let (count, block) = self.next_read(&batch);
-            let options = StreamReadOptions::default()
+            let mut options = StreamReadOptions::default()
                 .group(self.group(), &self.consumer)
-                .count(count)
-                .block(usize::try_from(block.as_millis()).unwrap_or(2000));
+                .count(count);
+            if let Some(block) = block {
+                options = options.block(usize::try_from(block.as_millis()).unwrap_or(2000));
+            }
             let topics = [self.topic.as_str()];
             let read: redis::RedisResult<StreamReadReply> = tokio::select! {
                 read = connection.xread_options(&topics, &[">"], &options) => read,
@@ -357,6 +358,15 @@ impl Subscription {
             match read {
                 Ok(reply) => {
                     backoff = Duration::from_millis(100);
+                    if block.is_none() && reply.keys.iter().all(|key| key.ids.is_empty()) {
+                        // Nothing more for the partial batch yet: it waits out its time here.
+                        if let Some(deadline) = batch.deadline {
+                            tokio::select! {
+                                () = tokio::time::sleep_until(deadline) => {}
+                                () = stop.cancelled() => return,
+                            }
+                        }
+                    }
                     for key in reply.keys {
                         for entry in key.ids {
                             match &self.delivery {
