@@ -102,6 +102,37 @@ async fn journey(set: ComponentSet) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(welcome["title"], "Welcome to the shop, Ada!");
+    // The live stream through the gateway, with the token: a browser coming back with an id
+    // the history no longer holds is given the whole history again, the welcome first.
+    let mut stream = shop
+        .request(Method::GET, "/api/notifications/stream")
+        .bearer_auth(&customer)
+        .header("last-event-id", uuid::Uuid::new_v4().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    assert!(
+        stream.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut received = String::new();
+    while !received.contains("\n\n") {
+        let chunk = tokio::time::timeout(EVENT_WAIT, stream.chunk())
+            .await
+            .expect("an event arrives")
+            .unwrap()
+            .expect("the stream stays open");
+        received.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let first_id = format!("id: {}", welcome["id"].as_str().unwrap());
+    assert!(
+        received.contains(&first_id) && received.contains("event: notification"),
+        "{received}"
+    );
+    drop(stream);
     let anonymous = shop
         .call(Method::GET, "/api/notifications", None, None)
         .await
