@@ -461,6 +461,14 @@ def check_component_sets(overlay: str, objects: list[dict]) -> None:
         elif found != {(spec["type"], spec["version"])}:
             fail(overlay, f"`{name}` is {sorted(found)} in k8s, "
                           f"{spec['type']} {spec['version']} in components/{broker}")
+    # Scopes: a component components/ gives to some apps only goes to the same apps here.
+    for name, component in local.items():
+        if not component.get("scopes"):
+            continue
+        for n, c in by_kind(objects, "Component").items():
+            if component_role(n) == name and c.get("scopes") != component["scopes"]:
+                fail(overlay, f"{n} is scoped to {c.get('scopes')}, to {component['scopes']} "
+                              f"in components/{broker}/{name}")
     # Behaviour settings (not connection details) are the same as in components/<broker>.
     k8s_components = by_kind(objects, "Component")
     for name, component in local.items():

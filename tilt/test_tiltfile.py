@@ -214,6 +214,8 @@ def check_run(tilt: FakeTilt, broker: str, build: str) -> None:
     objects = tilt.objects
     key = lambda o: f"{o['metadata']['name']}:{o['kind'].lower()}"  # noqa: E731
     by_key = {key(o): o for o in objects}
+    # Tilt refuses an object fragment that matches several objects.
+    assert len(by_key) == len(objects), "two objects share a name and kind"
     deployments = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Deployment"}
 
     # Images: one per app, each used by its Deployment, and every shop image is built.
@@ -262,13 +264,16 @@ def check_run(tilt: FakeTilt, broker: str, build: str) -> None:
             assert obj in by_key, f"resource {rname} names {obj}, which {broker} does not render"
             assert obj not in covered, f"{obj} is in two resources"
             covered[obj] = rname
+    pod_labels = [d["spec"]["template"]["metadata"].get("labels", {}) for d in deployments.values()]
     for o in objects:
         if o["kind"] in workload_kinds:
-            assert o["metadata"]["name"] in covered or o["metadata"]["name"] in workloads
-        elif o["kind"] not in ("Service", "ServiceAccount", "PodDisruptionBudget", "Role",
-                               "RoleBinding", "HorizontalPodAutoscaler", "NetworkPolicy"):
-            # Tilt attaches these to the workload they select; the rest must be grouped.
-            assert key(o) in covered, f"{key(o)} is in no resource (Tilt would show it as uncategorized)"
+            continue
+        # Tilt attaches a Service to the workload whose pod labels its selector matches (and
+        # nothing else); every other object must be named in some resource's objects.
+        selector = o.get("spec", {}).get("selector") if o["kind"] == "Service" else None
+        if selector and any(all(labels.get(k) == v for k, v in selector.items()) for labels in pod_labels):
+            continue
+        assert key(o) in covered, f"{key(o)} is in no resource (Tilt would show it as uncategorized)"
     for rname, r in found.items():
         assert r.get("labels"), f"resource {rname} has no label"
         for dep in r.get("resource_deps", []):
