@@ -659,6 +659,24 @@ def check_site_overlay(renderer: Renderer, registry) -> None:
                                                 "(accessControl relies on mTLS identities)")
 
 
+def check_app_lists() -> None:
+    """The other places that list the apps and their ports say the same as k8s/."""
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
+    matrix = {i["app"]: i["port"] for i in workflow["jobs"]["images"]["strategy"]["matrix"]["include"]}
+    if matrix != APPS:
+        fail(".github/workflows/ci.yml", f"the images matrix {matrix} is not the apps {APPS}")
+    deploy = (ROOT / "docs" / "deploy.md").read_text()
+    loop = re.search(r"for app in ((?:[a-z]+:\d+ ?)+); do", deploy)
+    listed = dict((a, int(p)) for a, p in (x.split(":") for x in loop.group(1).split())) if loop else {}
+    if listed != APPS:
+        fail("docs/deploy.md", f"the image build loop lists {listed}, not the apps {APPS}")
+    for script in ("k8s/site-overlay", "tilt/dev-secrets"):
+        names = re.search(r"(?:for app in|apps=\")([a-z ]+)", (ROOT / script).read_text())
+        expected = set(APPS) - (NO_SIDECAR if script == "tilt/dev-secrets" else set())
+        if not names or set(names.group(1).split()) != expected:
+            fail(script, f"lists {names.group(1).split() if names else None}, expected {sorted(expected)}")
+
+
 def main() -> int:
     renderer = Renderer()
     say(f"renderer: {renderer.describe}")
@@ -696,6 +714,7 @@ def main() -> int:
         check_dapr_yaml_and_launcher(rendered["rabbitmq"])
     check_dockerfile(workspace)
     check_site_overlay(renderer, registry)
+    check_app_lists()
 
     if failures:
         print(f"\n{len(failures)} problem(s) in the Kubernetes manifests:", file=sys.stderr)
