@@ -52,7 +52,7 @@ USER 65532:65532
 EXPOSE ${PORT}
 # /healthz answers 204 once the app serves (it waits for its sidecar first; hence start-period).
 HEALTHCHECK --interval=10s --timeout=2s --start-period=60s --retries=3 \
-    CMD ["/usr/local/bin/busybox", "sh", "-c", "wget -q -O /dev/null http://127.0.0.1:${APP_PORT}/healthz"]
+    CMD ["/usr/local/bin/busybox", "sh", "-c", "/usr/local/bin/busybox wget -q -O /dev/null http://127.0.0.1:${APP_PORT}/healthz"]
 # SIGTERM starts the graceful drain (app.drain_seconds).
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/app"]
