@@ -62,4 +62,7 @@ pub enum HandleError {
     /// The history kept changing under concurrent writes.
     #[error("the history kept changing")]
     Busy,
+    /// Another delivery of the same event is sending its email now.
+    #[error("another delivery is sending the email")]
+    Sending,
 }

@@ -7,11 +7,15 @@
 //! conflicts), the history (ETag-guarded) and, for a registration, the contact. The email goes
 //! out after the commit and is crossed off the marker; a redelivery only finishes a pending
 //! email, so nobody is told twice.
+//!
+//! Whoever sends an email holds it for [`SEND_LEASE`] (`sending_until` on the marker, taken
+//! with its ETag): a delivery of the same event meanwhile is asked to come back later instead of
+//! sending it too, and takes the send over if the holder died.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use kit::dapr::{Dapr, DaprError, StateOperation, Versioned, Write, back_off};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -25,6 +29,10 @@ use crate::settings::NotificationsSettings;
 /// How often a conflicting history write is tried again.
 const ATTEMPTS: u32 = 30;
 
+/// How long a sender holds an email before another delivery may take the send over: longer
+/// than any SMTP exchange.
+pub const SEND_LEASE: Duration = Duration::from_secs(60);
+
 /// An event already handled.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Handled {
@@ -32,6 +40,15 @@ struct Handled {
     user_id: Uuid,
     /// Still to send; `None` once sent.
     email: Option<OutgoingEmail>,
+    /// Someone is sending the email until then.
+    #[serde(default)]
+    sending_until: Option<DateTime<Utc>>,
+}
+
+fn lease_from(now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    chrono::Duration::from_std(SEND_LEASE)
+        .ok()
+        .map(|lease| now + lease)
 }
 
 /// What handling an event did.
@@ -119,12 +136,8 @@ impl Notifications {
     }
 
     #[tracing::instrument(skip(self))]
-    async fn handled(&self, key: &str) -> Result<Option<Handled>, DaprError> {
-        Ok(self
-            .dapr
-            .get_state::<Handled>(&self.store, key)
-            .await?
-            .map(|handled| handled.value))
+    async fn handled(&self, key: &str) -> Result<Option<Versioned<Handled>>, DaprError> {
+        self.dapr.get_state::<Handled>(&self.store, key).await
     }
 
     /// Handles the event `id` from `source`: stores the notification, wakes the user's
@@ -147,11 +160,14 @@ impl Notifications {
             Some(contact) => Some(contact.clone()),
             None => self.contact(user).await?,
         };
-        let (notification, email) = event.draft(known.as_ref()).into_notification(Utc::now());
+        let now = Utc::now();
+        let (notification, email) = event.draft(known.as_ref()).into_notification(now);
+        // Whoever commits the notification sends its email.
         let handled = Handled {
             notification_id: notification.id,
             user_id: user,
             email: Some(email),
+            sending_until: lease_from(now),
         };
         for attempt in 0..ATTEMPTS {
             let (mut history, write) = match self
@@ -184,7 +200,7 @@ impl Notifications {
                 Ok(()) => {
                     tracing::info!(notification_id = %notification.id, kind = ?notification.kind, "notified");
                     self.hub.wake(user);
-                    self.finish(&key, handled).await?;
+                    self.send_and_cross_off(&key, handled).await?;
                     return Ok(Outcome::Notified(notification));
                 }
                 Err(DaprError::Conflict(_)) => {
@@ -202,15 +218,66 @@ impl Notifications {
         Err(HandleError::Busy)
     }
 
-    /// Sends the email of a handled event if it is still pending, then crosses it off.
-    async fn finish(&self, key: &str, handled: Handled) -> Result<(), HandleError> {
-        let Some(email) = &handled.email else {
+    /// Sends the email of a handled event if it is still pending and nobody else is sending
+    /// it, then crosses it off.
+    async fn finish(&self, key: &str, marker: Versioned<Handled>) -> Result<(), HandleError> {
+        if marker.value.email.is_none() {
+            return Ok(());
+        }
+        let now = Utc::now();
+        if marker.value.sending_until.is_some_and(|until| until > now) {
+            return Err(HandleError::Sending);
+        }
+        let claimed = Handled {
+            sending_until: lease_from(now),
+            ..marker.value
+        };
+        match self
+            .dapr
+            .save_state(
+                &self.store,
+                key,
+                &claimed,
+                Write::if_match(marker.etag).with_ttl(self.dedupe_ttl),
+            )
+            .await
+        {
+            Ok(()) => self.send_and_cross_off(key, claimed).await,
+            // Another delivery took the send first.
+            Err(DaprError::Conflict(_)) => Err(HandleError::Sending),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// Sends the email the caller holds, then crosses it off; a failed send is given back at
+    /// once, so that the redelivery need not wait for the lease to run out.
+    async fn send_and_cross_off(&self, key: &str, held: Handled) -> Result<(), HandleError> {
+        let Some(email) = &held.email else {
             return Ok(());
         };
-        self.send(email).await.map_err(HandleError::Email)?;
+        if let Err(error) = self.send(email).await {
+            let released = Handled {
+                sending_until: None,
+                ..held
+            };
+            if let Err(also) = self
+                .dapr
+                .save_state(
+                    &self.store,
+                    key,
+                    &released,
+                    Write::always().with_ttl(self.dedupe_ttl),
+                )
+                .await
+            {
+                tracing::warn!(error = %also, "giving the email back failed; it waits for the lease");
+            }
+            return Err(HandleError::Email(error));
+        }
         let sent = Handled {
             email: None,
-            ..handled
+            sending_until: None,
+            ..held
         };
         self.dapr
             .save_state(

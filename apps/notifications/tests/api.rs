@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -31,30 +33,81 @@ struct Shop {
     mail: PathBuf,
 }
 
+/// Where the `email` binding sends mail.
+enum Mailer {
+    /// `bindings.localstorage`: files under `mail/`.
+    Files,
+    /// `bindings.http` to a test server that counts what it receives.
+    Server(MailServer),
+}
+
+/// A stand-in mail service: fails the first `fail_first` sends with 500, takes `delay` over
+/// each, and counts attempts and the sends it accepted.
+#[derive(Clone)]
+struct MailServer {
+    url: String,
+    attempts: Arc<AtomicUsize>,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl MailServer {
+    async fn start(fail_first: usize, delay: Duration) -> Self {
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (counted, taken) = (attempts.clone(), accepted.clone());
+        let router = axum::Router::new().route(
+            "/",
+            axum::routing::post(move || {
+                let (counted, taken) = (counted.clone(), taken.clone());
+                async move {
+                    tokio::time::sleep(delay).await;
+                    if counted.fetch_add(1, Ordering::SeqCst) < fail_first {
+                        return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                    }
+                    taken.fetch_add(1, Ordering::SeqCst);
+                    axum::http::StatusCode::OK
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Self {
+            url,
+            attempts,
+            accepted,
+        }
+    }
+}
+
 impl Shop {
     async fn start(store: Store) -> Self {
-        Self::start_with(store, |_| {}).await
+        Self::start_with(store, Mailer::Files).await
     }
 
-    async fn start_with(store: Store, change: impl FnOnce(&mut NotificationsSettings)) -> Self {
+    async fn start_with(store: Store, mailer: Mailer) -> Self {
         let mut stack = Stack::new(store, &[]).await.unwrap();
-        stack
-            .add_component(
-                "email",
-                "bindings.localstorage",
-                &[("rootPath", "mail".into())],
-            )
-            .unwrap();
+        match mailer {
+            Mailer::Files => stack
+                .add_component(
+                    "email",
+                    "bindings.localstorage",
+                    &[("rootPath", "mail".into())],
+                )
+                .unwrap(),
+            Mailer::Server(server) => stack
+                .add_component("email", "bindings.http", &[("url", server.url)])
+                .unwrap(),
+        }
         let (bound, dapr) = stack.bind("publisher").await.unwrap();
         stack.start(bound).await.unwrap();
         let publisher = Dapr::new(&dapr).unwrap();
         let (bound, dapr) = stack.bind("notifications").await.unwrap();
         let metadata = format!("http://127.0.0.1:{}/v1.0/metadata", dapr.http_port);
-        let mut notifications = NotificationsSettings {
+        let notifications = NotificationsSettings {
             keep_alive_seconds: 1,
             ..NotificationsSettings::default()
         };
-        change(&mut notifications);
         let app = App::build(Settings {
             dapr,
             notifications,
@@ -384,25 +437,37 @@ async fn deliver(shop: &Shop, event: &UserRegistered, id: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_deliveries_of_one_event_notify_once_on_every_store() {
+async fn concurrent_deliveries_of_one_event_notify_and_mail_once_on_every_store() {
     for store in Store::ALL {
-        let shop = Shop::start(store).await;
+        // Sending takes a while, so that the other deliveries arrive during the send.
+        let mail = MailServer::start(0, Duration::from_millis(300)).await;
+        let shop = Shop::start_with(store, Mailer::Server(mail.clone())).await;
         let user = Uuid::new_v4();
         let event = registered(user, "Cy");
         let id = new_id();
         let replies = futures::future::join_all((0..5).map(|_| deliver(&shop, &event, &id))).await;
-        for reply in &replies {
-            assert_eq!(reply["status"], "SUCCESS", "{store:?}: {replies:?}");
-        }
+        // One delivery sends; the others are told to come back (RETRY) while it does.
+        assert!(
+            replies.iter().any(|r| r["status"] == "SUCCESS")
+                && replies
+                    .iter()
+                    .all(|r| r["status"] == "SUCCESS" || r["status"] == "RETRY"),
+            "{store:?}: {replies:?}"
+        );
         let again = deliver(&shop, &event, &id).await;
-        assert_eq!(again["status"], "SUCCESS");
+        assert_eq!(again["status"], "SUCCESS", "{store:?}");
         let history = shop.history(user).await;
         assert_eq!(history.len(), 1, "{store:?}: {history:?}");
-        assert_eq!(shop.mails(user).len(), 1, "{store:?}");
+        assert_eq!(
+            mail.attempts.load(Ordering::SeqCst),
+            1,
+            "{store:?}: one email sent"
+        );
         // Another id is another event.
         let other = deliver(&shop, &registered(user, "Cy"), &new_id()).await;
         assert_eq!(other["status"], "SUCCESS");
         assert_eq!(shop.history(user).await.len(), 2, "{store:?}");
+        assert_eq!(mail.attempts.load(Ordering::SeqCst), 2, "{store:?}");
         shop.stop().await;
     }
 }
@@ -631,12 +696,10 @@ async fn the_history_pages_newest_first_and_bad_parameters_name_themselves() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_email_that_fails_is_retried_without_notifying_twice() {
-    // A binding that does not exist: every send fails.
-    let shop = Shop::start_with(Store::Sqlite, |n| {
-        n.email_binding = "no-such-binding".into()
-    })
-    .await;
+async fn an_email_that_fails_is_sent_by_a_redelivery_without_notifying_twice() {
+    // The mail service fails twice, then works.
+    let mail = MailServer::start(2, Duration::ZERO).await;
+    let shop = Shop::start_with(Store::Sqlite, Mailer::Server(mail.clone())).await;
     let user = Uuid::new_v4();
     let mut stream = open_stream(&shop, user, None).await;
     let event = registered(user, "Eve");
@@ -648,10 +711,14 @@ async fn an_email_that_fails_is_retried_without_notifying_twice() {
     );
     let live = stream.notification().await;
     assert_eq!(live.data.unwrap()["kind"], "welcome");
-    for _ in 0..3 {
-        let again = deliver(&shop, &event, &id).await;
-        assert_eq!(again["status"], "RETRY", "the email is still pending");
-    }
+    let second = deliver(&shop, &event, &id).await;
+    assert_eq!(second["status"], "RETRY", "the email is still pending");
+    let third = deliver(&shop, &event, &id).await;
+    assert_eq!(third["status"], "SUCCESS", "the email went out");
+    let fourth = deliver(&shop, &event, &id).await;
+    assert_eq!(fourth["status"], "SUCCESS");
+    assert_eq!(mail.attempts.load(Ordering::SeqCst), 3);
+    assert_eq!(mail.accepted.load(Ordering::SeqCst), 1, "sent once");
     assert_eq!(shop.history(user).await.len(), 1, "stored once");
     // Nothing more on the stream: the next thing it shows is a keep-alive.
     let next = stream.next().await;

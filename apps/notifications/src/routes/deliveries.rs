@@ -9,6 +9,7 @@ use contracts::{
 };
 use kit::events::{Received, Reply};
 
+use crate::error::HandleError;
 use crate::events::{Notify, paths};
 use crate::startup::AppState;
 use crate::store::Outcome;
@@ -37,6 +38,10 @@ async fn deliver<E: Notify>(State(state): State<AppState>, event: Received<E>) -
         Ok(Outcome::Duplicate) => {
             tracing::info!(event = E::NAME, id = %event.id, "already notified; dropping the redelivery");
             Reply::Success
+        }
+        Err(error @ HandleError::Sending) => {
+            tracing::info!(event = E::NAME, id = %event.id, %error, "will check again later");
+            Reply::Retry
         }
         Err(error) => {
             tracing::warn!(event = E::NAME, id = %event.id, %error, "notifying failed; will retry");
