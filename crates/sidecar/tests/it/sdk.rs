@@ -113,3 +113,20 @@ async fn the_javascript_sdk_works_against_the_sidecar() {
     command.arg(&script);
     run(command, &client).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_workflow_sdk_runs_workflows_on_the_sidecar() {
+    let Some(python) = configured("SIDECAR_SDK_PYTHON") else {
+        return;
+    };
+    let client = sidecar("sdk-client")
+        .resource(
+            "workflowstore.yaml",
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: workflowstore\nspec:\n  type: state.sqlite\n  version: v1\n  metadata:\n  - name: connectionString\n    value: workflows.db\n  - name: actorStateStore\n    value: \"true\"\n",
+        )
+        .start()
+        .await;
+    let mut command = tokio::process::Command::new(python);
+    command.arg(sdk_dir().join("python_workflow.py"));
+    run(command, &client).await;
+}
