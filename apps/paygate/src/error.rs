@@ -35,7 +35,7 @@ pub enum ApiError {
     /// No charge with that id.
     #[error("no such charge")]
     ChargeNotFound {
-        /// The field that named it, if it came in the body.
+        /// The field (or path parameter) that named it.
         field: Option<&'static str>,
     },
     /// A refund asks for more than is left.

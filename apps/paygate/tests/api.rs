@@ -149,8 +149,10 @@ async fn a_good_card_is_charged_and_the_charge_can_be_read_back() {
     assert_eq!(read.body, charge.body);
     let unknown = paygate.get("/v1/charges/ch_000000000000000000000000").await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_eq!(unknown.field(), "id");
     let malformed = paygate.get("/v1/charges/nope").await;
     assert_eq!(malformed.status, StatusCode::NOT_FOUND);
+    assert_eq!(malformed.field(), "id");
 }
 
 #[tokio::test]
@@ -225,6 +227,11 @@ async fn the_same_key_and_request_get_the_same_charge_and_another_request_is_ref
     let missing = paygate.post("/v1/charges", None, &body).await;
     assert_eq!(missing.status, StatusCode::BAD_REQUEST);
     assert_eq!(missing.field(), "Idempotency-Key");
+    let too_long = paygate
+        .post("/v1/charges", Some(&"k".repeat(256)), &body)
+        .await;
+    assert_eq!(too_long.status, StatusCode::BAD_REQUEST);
+    assert_eq!(too_long.field(), "Idempotency-Key");
 }
 
 #[tokio::test]

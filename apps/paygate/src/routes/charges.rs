@@ -176,10 +176,11 @@ pub(super) async fn get_one(
     Path(id): Path<String>,
 ) -> Result<Json<ChargeView>, ApiError> {
     state.conditions.delay().await;
-    let id = ChargeId::parse(&id).map_err(|_| ApiError::ChargeNotFound { field: None })?;
+    let not_found = ApiError::ChargeNotFound { field: Some("id") };
+    let id = ChargeId::parse(&id).map_err(|_| not_found)?;
     let charge = state
         .ledger
         .charge(&id)
-        .ok_or(ApiError::ChargeNotFound { field: None })?;
+        .ok_or(ApiError::ChargeNotFound { field: Some("id") })?;
     Ok(Json(ChargeView::from(&charge)))
 }
