@@ -12,12 +12,14 @@ use dapr::workflow::{
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use crate::support::{TestDatabase, TestSidecar, eventually, http, sidecar, unique};
+use crate::support::{RedisKeys, TestDatabase, TestSidecar, eventually, http, sidecar, unique};
 
 /// Where the engine persists.
 enum Backend {
     Sqlite(TempDir),
     Postgres(TestDatabase),
+    Redis(RedisKeys),
+    Memory,
 }
 
 impl Backend {
@@ -29,6 +31,24 @@ impl Backend {
         Self::Postgres(TestDatabase::create().await)
     }
 
+    async fn redis() -> Self {
+        Self::Redis(RedisKeys {
+            prefix: unique("wfredis"),
+        })
+    }
+
+    async fn memory() -> Self {
+        Self::Memory
+    }
+
+    /// An app id of its own (on Redis, under the prefix removed afterwards).
+    fn app_id(&self) -> String {
+        match self {
+            Self::Redis(keys) => format!("{}-app", keys.prefix),
+            _ => unique("wf"),
+        }
+    }
+
     fn component(&self) -> String {
         let (kind, version, connection) = match self {
             Self::Sqlite(dir) => (
@@ -37,6 +57,12 @@ impl Backend {
                 dir.path().join("workflows.db").display().to_string(),
             ),
             Self::Postgres(db) => ("state.postgresql", "v2", db.connection_string()),
+            Self::Redis(_) => {
+                return "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: workflowstore\nspec:\n  type: state.redis\n  version: v1\n  metadata:\n  - name: redisHost\n    value: 127.0.0.1:6379\n  - name: actorStateStore\n    value: \"true\"\n".to_owned();
+            }
+            Self::Memory => {
+                return "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: workflowstore\nspec:\n  type: state.in-memory\n  version: v1\n  metadata:\n  - name: actorStateStore\n    value: \"true\"\n".to_owned();
+            }
         };
         format!(
             "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: workflowstore\nspec:\n  type: {kind}\n  version: {version}\n  metadata:\n  - name: connectionString\n    value: \"{connection}\"\n  - name: actorStateStore\n    value: \"true\"\n"
@@ -237,6 +263,10 @@ impl Worker {
         registry.add_workflow("failing_child", failing_child);
         registry.add_workflow("counter", counter);
         registry.add_workflow("waits_for_child", waits_for_child);
+        registry.add_workflow("sleeper", |ctx: WorkflowContext| async move {
+            ctx.create_timer(Duration::from_secs(2)).await?;
+            Ok(Some(serde_json::to_string("woke")?))
+        });
         registry.add_workflow("slow_steps", |ctx: WorkflowContext| async move {
             let id = ctx.instance_id().to_string();
             let mut done = Vec::new();
@@ -310,7 +340,7 @@ macro_rules! on_every_store {
 }
 
 async fn activities_run_in_sequence_and_fan_out(backend: Backend) {
-    let sidecar = backend.sidecar(&unique("wf"), 0).await;
+    let sidecar = backend.sidecar(&backend.app_id(), 0).await;
     let mut worker = Worker::start(&sidecar, &Effects::default()).await;
 
     let done = worker.run("sequence", json!(10)).await;
@@ -324,8 +354,18 @@ async fn activities_run_in_sequence_and_fan_out(backend: Backend) {
 }
 on_every_store!(activities_run_in_sequence_and_fan_out);
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activities_run_in_sequence_and_fan_out_on_redis() {
+    activities_run_in_sequence_and_fan_out(Backend::redis().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activities_run_in_sequence_and_fan_out_in_memory() {
+    activities_run_in_sequence_and_fan_out(Backend::memory().await).await;
+}
+
 async fn external_events_are_delivered_and_timeouts_fire(backend: Backend) {
-    let sidecar = backend.sidecar(&unique("wf"), 0).await;
+    let sidecar = backend.sidecar(&backend.app_id(), 0).await;
     let mut worker = Worker::start(&sidecar, &Effects::default()).await;
 
     // Raised before the workflow waits: buffered until it does.
@@ -354,7 +394,7 @@ async fn external_events_are_delivered_and_timeouts_fire(backend: Backend) {
 on_every_store!(external_events_are_delivered_and_timeouts_fire);
 
 async fn failed_activities_are_retried_by_policy(backend: Backend) {
-    let sidecar = backend.sidecar(&unique("wf"), 0).await;
+    let sidecar = backend.sidecar(&backend.app_id(), 0).await;
     let mut worker = Worker::start(&sidecar, &Effects::default()).await;
     let done = worker.run("with_retries", json!(null)).await;
     assert_eq!(done.runtime_status, RuntimeStatus::Completed);
@@ -368,7 +408,7 @@ async fn failed_activities_are_retried_by_policy(backend: Backend) {
 on_every_store!(failed_activities_are_retried_by_policy);
 
 async fn child_workflows_return_results_and_failures(backend: Backend) {
-    let sidecar = backend.sidecar(&unique("wf"), 0).await;
+    let sidecar = backend.sidecar(&backend.app_id(), 0).await;
     let mut worker = Worker::start(&sidecar, &Effects::default()).await;
     let done = worker.run("parent", json!(null)).await;
     assert_eq!(done.runtime_status, RuntimeStatus::Completed);
@@ -382,7 +422,7 @@ async fn child_workflows_return_results_and_failures(backend: Backend) {
 on_every_store!(child_workflows_return_results_and_failures);
 
 async fn continue_as_new_restarts_with_the_new_input(backend: Backend) {
-    let sidecar = backend.sidecar(&unique("wf"), 0).await;
+    let sidecar = backend.sidecar(&backend.app_id(), 0).await;
     let mut worker = Worker::start(&sidecar, &Effects::default()).await;
     let done = worker.run("counter", json!(0)).await;
     assert_eq!(done.runtime_status, RuntimeStatus::Completed);
@@ -392,7 +432,7 @@ async fn continue_as_new_restarts_with_the_new_input(backend: Backend) {
 on_every_store!(continue_as_new_restarts_with_the_new_input);
 
 async fn terminate_recursively_stops_children_and_purge_removes(backend: Backend) {
-    let sidecar = backend.sidecar(&unique("wf"), 0).await;
+    let sidecar = backend.sidecar(&backend.app_id(), 0).await;
     let mut worker = Worker::start(&sidecar, &Effects::default()).await;
     let id = worker
         .client
@@ -444,7 +484,7 @@ async fn terminate_recursively_stops_children_and_purge_removes(backend: Backend
 on_every_store!(terminate_recursively_stops_children_and_purge_removes);
 
 async fn suspended_workflows_wait_until_resumed(backend: Backend) {
-    let sidecar = backend.sidecar(&unique("wf"), 0).await;
+    let sidecar = backend.sidecar(&backend.app_id(), 0).await;
     let mut worker = Worker::start(&sidecar, &Effects::default()).await;
     let id = worker
         .client
@@ -490,7 +530,7 @@ async fn suspended_workflows_wait_until_resumed(backend: Backend) {
 on_every_store!(suspended_workflows_wait_until_resumed);
 
 async fn many_instances_complete_at_once(backend: Backend) {
-    let sidecar = backend.sidecar(&unique("wf"), 0).await;
+    let sidecar = backend.sidecar(&backend.app_id(), 0).await;
     let worker = Worker::start(&sidecar, &Effects::default()).await;
     let scheduler = worker.client.scheduling_client();
     let mut tasks = tokio::task::JoinSet::new();
@@ -529,7 +569,7 @@ fn expected_steps(id: &str) -> Vec<String> {
 }
 
 async fn a_workflow_survives_a_sidecar_restart(backend: Backend) {
-    let app_id = unique("wf");
+    let app_id = backend.app_id();
     let first = backend.sidecar(&app_id, 0).await;
     let port = first.sidecar.grpc_port();
     let effects = Effects::default();
@@ -559,8 +599,80 @@ async fn a_workflow_survives_a_sidecar_restart(backend: Backend) {
 }
 on_every_store!(a_workflow_survives_a_sidecar_restart);
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_survives_a_sidecar_restart_on_redis() {
+    a_workflow_survives_a_sidecar_restart(Backend::redis().await).await;
+}
+
+async fn a_timer_fires_after_a_sidecar_restart(backend: Backend) {
+    let app_id = backend.app_id();
+    let first = backend.sidecar(&app_id, 0).await;
+    let port = first.sidecar.grpc_port();
+    let mut worker = Worker::start(&first, &Effects::default()).await;
+    let id = worker
+        .client
+        .schedule_workflow("sleeper", ScheduleOptions::new())
+        .await
+        .expect("start");
+    worker
+        .client
+        .wait_for_workflow_start(&id)
+        .await
+        .expect("started");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    first.sidecar.shutdown().await;
+
+    let second = backend.sidecar(&app_id, port).await;
+    let done = worker.finish(&id).await;
+    assert_eq!(done.runtime_status, RuntimeStatus::Completed);
+    assert_eq!(output::<String>(&done), "woke");
+    worker.stop().await;
+    second.sidecar.shutdown().await;
+}
+on_every_store!(a_timer_fires_after_a_sidecar_restart);
+
+async fn workers_of_one_app_share_the_work(backend: Backend) {
+    let sidecar = backend.sidecar(&backend.app_id(), 0).await;
+    let (first_effects, second_effects) = (Effects::default(), Effects::default());
+    let mut first = Worker::start(&sidecar, &first_effects).await;
+    let second = Worker::start(&sidecar, &second_effects).await;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(
+            first
+                .client
+                .schedule_workflow("slow_steps", ScheduleOptions::new())
+                .await
+                .expect("start"),
+        );
+    }
+    for id in &ids {
+        let done = first.finish(id).await;
+        assert_eq!(done.runtime_status, RuntimeStatus::Completed);
+        assert_eq!(output::<Vec<String>>(&done), expected_steps(id));
+    }
+    assert!(
+        !first_effects.all().is_empty(),
+        "the first worker ran activities"
+    );
+    assert!(
+        !second_effects.all().is_empty(),
+        "the second worker ran activities"
+    );
+    let mut all: Vec<String> = first_effects.all();
+    all.extend(second_effects.all());
+    all.sort();
+    all.dedup();
+    let mut expected: Vec<String> = ids.iter().flat_map(|id| expected_steps(id)).collect();
+    expected.sort();
+    assert_eq!(all, expected);
+    first.stop().await;
+    second.stop().await;
+}
+on_every_store!(workers_of_one_app_share_the_work);
+
 async fn a_workflow_survives_a_worker_restart(backend: Backend) {
-    let sidecar = backend.sidecar(&unique("wf"), 0).await;
+    let sidecar = backend.sidecar(&backend.app_id(), 0).await;
     let effects = Effects::default();
     let mut worker = Worker::start(&sidecar, &effects).await;
     let id = worker
@@ -586,7 +698,7 @@ async fn a_workflow_survives_a_worker_restart(backend: Backend) {
 on_every_store!(a_workflow_survives_a_worker_restart);
 
 async fn the_http_api_drives_workflows(backend: Backend) {
-    let sidecar = backend.sidecar(&unique("wf"), 0).await;
+    let sidecar = backend.sidecar(&backend.app_id(), 0).await;
     let mut worker = Worker::start(&sidecar, &Effects::default()).await;
     let http = http();
     let id = unique("order");
