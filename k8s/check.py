@@ -358,10 +358,18 @@ def check_apps(overlay: str, objects: list[dict], workspace: dict[str, str]) -> 
             fail(w, f"terminationGracePeriodSeconds {grace} is not longer than preStop {pre_stop} "
                     f"+ drain {drain}")
         if enabled:
+            # daprd keeps its API up for block-shutdown-duration (or until the app is
+            # unhealthy), then takes graceful-shutdown-seconds to stop.
+            block = annotations.get("dapr.io/block-shutdown-duration", "0s")
+            match = re.fullmatch(r"(\d+)s", block)
+            block_seconds = int(match.group(1)) if match else -1
             sidecar = int(annotations.get("dapr.io/graceful-shutdown-seconds", "5"))
-            if not drain + pre_stop <= sidecar < grace:
-                fail(w, f"dapr.io/graceful-shutdown-seconds {sidecar} must cover the app's "
-                        f"preStop + drain ({pre_stop + drain}) and end before the grace period ({grace})")
+            if block_seconds < drain + pre_stop:
+                fail(w, f"dapr.io/block-shutdown-duration {block} must cover the app's preStop + "
+                        f"drain ({pre_stop + drain}s), so that the app can use Dapr while it drains")
+            if block_seconds + sidecar >= grace:
+                fail(w, f"the sidecar's shutdown ({block} + {sidecar}s) must end before the grace "
+                        f"period ({grace}s)")
 
         # Companions.
         if pod.get("serviceAccountName") != name or name not in accounts:
