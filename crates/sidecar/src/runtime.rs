@@ -181,7 +181,16 @@ impl BoundSidecar {
                 &app_id,
                 actor_store.store.clone(),
                 metrics.clone(),
-                Limits::default(),
+                Limits {
+                    workflows: configuration
+                        .workflow
+                        .max_concurrent_workflow_invocations
+                        .map(|n| n.max(1) as usize),
+                    activities: configuration
+                        .workflow
+                        .max_concurrent_activity_invocations
+                        .map(|n| n.max(1) as usize),
+                },
                 shutdown.clone(),
             )
             .await?),

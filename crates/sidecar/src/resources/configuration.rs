@@ -24,6 +24,21 @@ pub struct Configuration {
     pub features: Vec<String>,
     /// `spec.nameResolution`.
     pub name_resolution: Option<NameResolutionSpec>,
+    /// `spec.workflow`.
+    pub workflow: WorkflowSpec,
+}
+
+/// `spec.workflow`: how much workflow work a sidecar hands out at once (daprd's defaults:
+/// unlimited).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowSpec {
+    /// `maxConcurrentWorkflowInvocations`: orchestration turns in flight.
+    #[serde(default)]
+    pub max_concurrent_workflow_invocations: Option<u32>,
+    /// `maxConcurrentActivityInvocations`: activities in flight.
+    #[serde(default)]
+    pub max_concurrent_activity_invocations: Option<u32>,
 }
 
 /// `spec.tracing`.
@@ -147,6 +162,8 @@ struct Spec {
     features: Vec<FeatureDoc>,
     #[serde(default)]
     name_resolution: Option<NameResolutionDoc>,
+    #[serde(default)]
+    workflow: Option<WorkflowSpec>,
 }
 
 #[derive(Deserialize)]
@@ -353,6 +370,7 @@ impl Configuration {
                     .map(|(k, v)| (k.clone(), super::yaml_to_string(v)))
                     .collect(),
             }),
+            workflow: doc.spec.workflow.unwrap_or_default(),
             name,
         })
     }

@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 pub use component::{ComponentDef, ComponentMetadata, MetadataSource};
 pub use configuration::{
     AccessControl, AclAction, AclOperation, AclPolicy, Configuration, NameResolutionSpec,
-    SecretScope, TracingSpec,
+    SecretScope, TracingSpec, WorkflowSpec,
 };
 pub use resiliency::{
     CircuitBreakerPolicy, ComponentPolicies, Resiliency, RetryBackoff, RetryPolicy, StatusMatcher,

@@ -77,6 +77,15 @@ impl Backend {
             .start()
             .await
     }
+
+    /// A sidecar with a Configuration.
+    async fn sidecar_with_config(&self, app_id: &str, config: &str) -> TestSidecar {
+        sidecar(app_id)
+            .resource("workflowstore.yaml", self.component())
+            .config(config)
+            .start()
+            .await
+    }
 }
 
 /// Activity side effects, to check each one happened (at least once) and nothing was lost.
@@ -208,10 +217,18 @@ async fn waits_for_child(ctx: WorkflowContext) -> dapr::workflow::Result<Option<
     Ok(None)
 }
 
+/// How many `gauge` activities ran at once, at most.
+#[derive(Default)]
+struct Gauge {
+    running: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
+}
+
 /// A client with every test workflow and activity registered, and its worker running.
 struct Worker {
     client: WorkflowClient,
     handle: Option<dapr::workflow::WorkerHandle>,
+    gauge: Arc<Gauge>,
 }
 
 impl Worker {
@@ -242,6 +259,24 @@ impl Worker {
                 }
                 Ok(Some(count.to_string()))
             }
+        });
+        let gauge: Arc<Gauge> = Arc::default();
+        let measured = gauge.clone();
+        registry.add_activity("gauge", move |_, _| {
+            let gauge = measured.clone();
+            async move {
+                use std::sync::atomic::Ordering;
+                let now = gauge.running.fetch_add(1, Ordering::SeqCst) + 1;
+                gauge.peak.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                gauge.running.fetch_sub(1, Ordering::SeqCst);
+                Ok(Some("1".to_owned()))
+            }
+        });
+        registry.add_workflow("gauged_fan_out", |ctx: WorkflowContext| async move {
+            let tasks = (0..5).map(|_| ctx.call_activity("gauge", ())).collect();
+            let results = when_all(tasks).await?;
+            Ok(Some(results.len().to_string()))
         });
         let recorded = effects.clone();
         registry.add_activity("record", move |_, input: Option<String>| {
@@ -282,6 +317,7 @@ impl Worker {
         Self {
             client,
             handle: Some(handle),
+            gauge,
         }
     }
 
@@ -670,6 +706,32 @@ async fn workers_of_one_app_share_the_work(backend: Backend) {
     second.stop().await;
 }
 on_every_store!(workers_of_one_app_share_the_work);
+
+async fn activity_concurrency_follows_the_configured_limit(backend: Backend) {
+    let unlimited = backend.sidecar(&backend.app_id(), 0).await;
+    let mut worker = Worker::start(&unlimited, &Effects::default()).await;
+    let done = worker.run("gauged_fan_out", json!(null)).await;
+    assert_eq!(output::<i64>(&done), 5);
+    let peak = worker.gauge.peak.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(peak > 1, "without a limit activities overlap (peak {peak})");
+    worker.stop().await;
+
+    let limited = backend
+        .sidecar_with_config(
+            &backend.app_id(),
+            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: wf\nspec:\n  workflow:\n    maxConcurrentActivityInvocations: 1\n    maxConcurrentWorkflowInvocations: 1\n",
+        )
+        .await;
+    let mut worker = Worker::start(&limited, &Effects::default()).await;
+    let done = worker.run("gauged_fan_out", json!(null)).await;
+    assert_eq!(output::<i64>(&done), 5);
+    assert_eq!(
+        worker.gauge.peak.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    worker.stop().await;
+}
+on_every_store!(activity_concurrency_follows_the_configured_limit);
 
 async fn a_workflow_survives_a_worker_restart(backend: Backend) {
     let sidecar = backend.sidecar(&backend.app_id(), 0).await;
