@@ -50,6 +50,9 @@ pub enum ApiError {
     /// The simulated outage.
     #[error("the provider could not process the request")]
     ProcessingError,
+    /// A bug of ours (logged, never sent).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl ApiError {
@@ -70,7 +73,7 @@ impl ApiError {
             | Self::NotRefundable => StatusCode::UNPROCESSABLE_ENTITY,
             Self::KeyInUse => StatusCode::CONFLICT,
             Self::ChargeNotFound { .. } => StatusCode::NOT_FOUND,
-            Self::ProcessingError => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::ProcessingError | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -116,6 +119,10 @@ impl IntoResponse for ApiError {
                 "The provider could not process the request",
             )
             .detail("a simulated outage; retrying with the same Idempotency-Key is safe"),
+            Self::Internal(cause) => {
+                tracing::error!(%cause, "request failed");
+                Problem::internal()
+            }
         };
         let mut response = problem.into_response();
         if matches!(self, Self::Unauthorized) {

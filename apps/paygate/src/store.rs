@@ -12,6 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher as _, Hash, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use axum::body::Bytes;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 
@@ -22,8 +23,8 @@ use crate::domain::{Amount, Charge, ChargeId, Refund, RefundError};
 pub struct StoredAnswer {
     /// Its status.
     pub status: StatusCode,
-    /// Its JSON body.
-    pub body: serde_json::Value,
+    /// Its JSON body, as first sent.
+    pub body: Bytes,
 }
 
 #[derive(Debug)]
@@ -239,7 +240,7 @@ mod tests {
     fn answer(n: i64) -> StoredAnswer {
         StoredAnswer {
             status: StatusCode::CREATED,
-            body: serde_json::json!({ "n": n }),
+            body: Bytes::from(format!("{{\"n\":{n}}}")),
         }
     }
 

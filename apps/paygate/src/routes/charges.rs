@@ -164,9 +164,9 @@ pub(super) async fn create(
         amount_cents = charge.amount.cents(),
         "charge"
     );
-    let view = serde_json::to_value(ChargeView::from(&charge)).unwrap_or_default();
+    let view = ChargeView::from(&charge);
     state.ledger.insert(charge);
-    Ok(super::answer(claim, StatusCode::CREATED, view))
+    super::answer(claim, StatusCode::CREATED, &view)
 }
 
 /// One charge as it is now (with what was refunded since).

@@ -4,6 +4,7 @@ mod charges;
 mod refunds;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -116,17 +117,34 @@ pub(crate) async fn start(
 }
 
 /// Stores `body` as the answer to the claimed key and returns it.
-pub(crate) fn answer(claim: KeyClaim, status: StatusCode, body: serde_json::Value) -> Response {
-    claim.answer(StoredAnswer {
-        status,
-        body: body.clone(),
-    });
-    (status, axum::Json(body)).into_response()
+pub(crate) fn answer(
+    claim: KeyClaim,
+    status: StatusCode,
+    body: &impl serde::Serialize,
+) -> Result<Response, ApiError> {
+    let body = serde_json::to_vec(body)
+        .map(Bytes::from)
+        .map_err(|error| ApiError::Internal(error.to_string()))?;
+    let answer = StoredAnswer { status, body };
+    claim.answer(answer.clone());
+    Ok(json(answer))
+}
+
+fn json(answer: StoredAnswer) -> Response {
+    (
+        answer.status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        answer.body,
+    )
+        .into_response()
 }
 
 /// A stored answer, marked as a replay as providers do.
 fn replayed(answer: StoredAnswer) -> Response {
-    let mut response = (answer.status, axum::Json(answer.body)).into_response();
+    let mut response = json(answer);
     response
         .headers_mut()
         .insert("idempotent-replayed", HeaderValue::from_static("true"));

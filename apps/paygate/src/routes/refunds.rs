@@ -86,6 +86,5 @@ pub(super) async fn create(
         amount_cents = refund.amount.cents(),
         "refund"
     );
-    let view = serde_json::to_value(RefundView::from(&refund)).unwrap_or_default();
-    Ok(super::answer(claim, StatusCode::CREATED, view))
+    super::answer(claim, StatusCode::CREATED, &RefundView::from(&refund))
 }
