@@ -228,11 +228,13 @@ def env_of(container: dict) -> dict[str, dict]:
 
 
 def apps_in_workspace() -> dict[str, str]:
-    """apps/<dir> -> package name, for the deployable apps (the launcher `shop` is not one)."""
+    """apps/<dir> -> package name, for the deployable apps: those with the app skeleton's
+    settings.rs (STYLE.md). The launcher `shop`, or a load generator, is not one."""
     found = {}
     for manifest in sorted((ROOT / "apps").glob("*/Cargo.toml")):
         match = re.search(r'^name\s*=\s*"([^"]+)"', manifest.read_text(), re.M)
-        if match and match.group(1) != "shop":
+        if (match and match.group(1) != "shop"
+                and (manifest.parent / "src" / "settings.rs").exists()):
             found[manifest.parent.name] = match.group(1)
     return found
 
