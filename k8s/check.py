@@ -669,6 +669,21 @@ def check_site_overlay(renderer: Renderer, registry) -> None:
                                                 "(accessControl relies on mTLS identities)")
 
 
+def check_component_files(registry) -> None:
+    """The local component sets are Dapr resources too: the same schema holds for them."""
+    for file in sorted((ROOT / "components").glob("*/*.yaml")):
+        for document in yaml.safe_load_all(file.read_text()):
+            if not document:
+                continue
+            kind = document.get("kind", "")
+            if ("dapr.io", kind) not in SCHEMA_FILES:
+                fail(str(file.relative_to(ROOT)), f"{kind} is not a Dapr resource the schema knows")
+                continue
+            for error in custom_validator(registry, "dapr.io", kind).iter_errors(document):
+                path = "/".join(str(p) for p in error.absolute_path)
+                fail(str(file.relative_to(ROOT)), f"{path or '(root)'}: {error.message[:300]}")
+
+
 def check_app_lists() -> None:
     """The other places that list the apps and their ports say the same as k8s/."""
     workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
@@ -725,6 +740,7 @@ def main() -> int:
     check_dockerfile(workspace)
     check_site_overlay(renderer, registry)
     check_app_lists()
+    check_component_files(registry)
 
     if failures:
         print(f"\n{len(failures)} problem(s) in the Kubernetes manifests:", file=sys.stderr)
