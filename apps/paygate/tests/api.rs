@@ -469,3 +469,33 @@ async fn health_readiness_and_metrics_need_no_key() {
         assert!(response.status().is_success(), "{path}");
     }
 }
+
+#[tokio::test]
+async fn concurrent_refunds_never_take_back_more_than_was_charged() {
+    let paygate = start_with(|p| p.jitter_ms = 20).await;
+    let charge = paygate.charge("4242424242424242", 1000).await;
+    let id = charge.body["id"].as_str().unwrap().to_owned();
+    let body = json!({"charge_id": id, "amount_cents": 300});
+    let keys: Vec<String> = (0..10).map(|_| new_key()).collect();
+    let refunds = futures::future::join_all(
+        keys.iter()
+            .map(|key| paygate.post("/v1/refunds", Some(key), &body)),
+    )
+    .await;
+    let granted = refunds
+        .iter()
+        .filter(|r| r.status == StatusCode::CREATED)
+        .count();
+    assert_eq!(
+        granted, 3,
+        "300 three times fits in 1000, a fourth does not"
+    );
+    assert!(
+        refunds
+            .iter()
+            .filter(|r| r.status != StatusCode::CREATED)
+            .all(|r| r.status == StatusCode::UNPROCESSABLE_ENTITY && r.field() == "amount_cents")
+    );
+    let read = paygate.get(&format!("/v1/charges/{id}")).await;
+    assert_eq!(read.body["amount_refunded_cents"], 900);
+}
