@@ -4,4 +4,6 @@ mod contact;
 mod notification;
 
 pub use contact::Contact;
-pub use notification::{Cursor, Draft, Kind, Message, Notification, NotificationId, OutgoingEmail};
+pub use notification::{
+    Cursor, Draft, Kind, Message, Notification, NotificationId, OutgoingEmail, Page, newest_first,
+};

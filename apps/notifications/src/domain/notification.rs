@@ -220,6 +220,40 @@ impl Cursor {
     }
 }
 
+/// A page of a history, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<'a> {
+    /// The notifications.
+    pub items: Vec<&'a Notification>,
+    /// Where the next (older) page starts, if there is one.
+    pub next: Option<NotificationId>,
+}
+
+/// Up to `limit` notifications of `history` (oldest first), newest first, older than `before`.
+/// A `before` the history no longer holds (dropped as too old) leaves nothing older to show.
+pub fn newest_first(
+    history: &[Notification],
+    before: Option<NotificationId>,
+    limit: usize,
+) -> Page<'_> {
+    let mut older = history.iter().rev();
+    if let Some(before) = before
+        && !older.by_ref().any(|n| n.id == before)
+    {
+        return Page {
+            items: Vec::new(),
+            next: None,
+        };
+    }
+    let items: Vec<&Notification> = older.by_ref().take(limit).collect();
+    let next = older
+        .next()
+        .is_some()
+        .then(|| items.last().map(|n| n.id))
+        .flatten();
+    Page { items, next }
+}
+
 #[cfg(test)]
 mod cursor_tests {
     use super::*;
@@ -250,5 +284,18 @@ mod cursor_tests {
         assert_eq!(Cursor::end_of(&[]), Cursor::Start);
         let forgotten = NotificationId::generate();
         assert_eq!(Cursor::After(forgotten).unseen(&history).len(), 4);
+    }
+
+    #[test]
+    fn pages_go_from_newest_to_oldest() {
+        let history = history(5);
+        let first = newest_first(&history, None, 2);
+        assert_eq!(first.items, [&history[4], &history[3]]);
+        assert_eq!(first.next, Some(history[3].id));
+        let last = newest_first(&history, Some(history[1].id), 2);
+        assert_eq!(last.items, [&history[0]]);
+        assert_eq!(last.next, None);
+        let gone = newest_first(&history, Some(NotificationId::generate()), 2);
+        assert!(gone.items.is_empty());
     }
 }

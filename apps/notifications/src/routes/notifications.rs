@@ -19,7 +19,7 @@ use tokio::sync::broadcast;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::domain::{Cursor, Kind, Notification, NotificationId};
+use crate::domain::{Cursor, Kind, Notification, NotificationId, newest_first};
 use crate::error::ApiError;
 use crate::startup::AppState;
 use crate::store::Notifications;
@@ -97,28 +97,10 @@ pub(super) async fn list(
             .ok_or_else(|| ApiError::invalid("limit")(format!("must be between 1 and {max}")))?,
     };
     let history = state.notifications.history(user.id).await?;
-    let mut newest_first = history.iter().rev();
-    if let Some(cursor) = cursor {
-        // Skip up to and including the cursor; a cursor no longer in the history (dropped as
-        // too old) leaves nothing older to show.
-        if !newest_first.by_ref().any(|n| n.id == cursor) {
-            return Ok(Json(PageView {
-                items: Vec::new(),
-                next_cursor: None,
-            }));
-        }
-    }
-    let items: Vec<NotificationView> = newest_first
-        .by_ref()
-        .take(limit)
-        .map(NotificationView::from)
-        .collect();
-    let more = newest_first.next().is_some();
+    let page = newest_first(&history, cursor, limit);
     Ok(Json(PageView {
-        next_cursor: more
-            .then(|| items.last().map(|n| n.id.to_string()))
-            .flatten(),
-        items,
+        items: page.items.into_iter().map(NotificationView::from).collect(),
+        next_cursor: page.next.map(|id| id.to_string()),
     }))
 }
 
