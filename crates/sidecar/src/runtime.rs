@@ -20,7 +20,7 @@ use crate::resiliency::Policies;
 use crate::resources::{self, Configuration, SubscriptionDef};
 use crate::subscriber::KnownSubscription;
 use crate::topology::{SqliteResolver, SqliteResolverSettings, Topology};
-use crate::workflow::{Engine, Limits};
+use crate::workflow::{Engine, Limits, TraceSettings};
 
 /// Everything the API handlers of one sidecar share.
 pub(crate) struct Runtime {
@@ -190,6 +190,10 @@ impl BoundSidecar {
                         .workflow
                         .max_concurrent_activity_invocations
                         .map(|n| n.max(1) as usize),
+                },
+                TraceSettings {
+                    sampling_rate: configuration.tracing.sampling_rate,
+                    stdout: configuration.tracing.stdout,
                 },
                 shutdown.clone(),
             )

@@ -37,6 +37,21 @@ struct Queries {
 const LIVE: &str = "(expires_at IS NULL OR expires_at >= now())";
 
 impl Queries {
+    /// The statement an operation runs.
+    fn statement(&self, operation: &Operation) -> &str {
+        match operation {
+            Operation::Set(set) => match (&set.etag, set.concurrency) {
+                (Some(_), _) => &self.update_if_etag,
+                (None, Concurrency::FirstWrite) => &self.insert_if_absent,
+                (None, Concurrency::LastWrite) => &self.upsert,
+            },
+            Operation::Delete(delete) => match &delete.etag {
+                Some(_) => &self.delete_if_etag,
+                None => &self.delete,
+            },
+        }
+    }
+
     fn new(table: &str) -> Self {
         // `$4` is the TTL in seconds (NULL keeps the item forever).
         let expires = "CASE WHEN $4::bigint IS NULL THEN NULL ELSE now() + $4::bigint * interval '1 second' END";
@@ -373,12 +388,27 @@ impl StateStore for PostgresStore {
     async fn transact(&self, operations: &[Operation]) -> Result<(), StateError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(store_error)?;
+        // Prepare each statement kind first (cached afterwards): the statements below then reach
+        // the server in operation order, pipelined on the one connection, so a transaction of
+        // many operations costs about one round trip instead of one per operation.
+        let mut prepared: Vec<&str> = Vec::new();
         for operation in operations {
-            match operation {
-                Operation::Set(set) => set_item(&tx, &self.queries, set).await?,
-                Operation::Delete(delete) => delete_item(&tx, &self.queries, delete).await?,
+            let sql = self.queries.statement(operation);
+            if !prepared.contains(&sql) {
+                tx.prepare_cached(sql).await.map_err(store_error)?;
+                prepared.push(sql);
             }
         }
+        futures::future::try_join_all(operations.iter().map(|operation| {
+            let tx = &tx;
+            async move {
+                match operation {
+                    Operation::Set(set) => set_item(tx, &self.queries, set).await,
+                    Operation::Delete(delete) => delete_item(tx, &self.queries, delete).await,
+                }
+            }
+        }))
+        .await?;
         // An early return drops `tx`, which rolls the whole transaction back.
         tx.commit().await.map_err(store_error)
     }

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::store::{self, Committed, Keys, StoredActivity, StoredInstance, StoredTimer, Writer};
 use crate::metrics::Metrics;
 use crate::state::StateStore;
+use crate::trace::{RequestTrace, SpanContext};
 
 /// Why an engine operation failed; mapped to gRPC codes and Dapr's HTTP errors by the APIs.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +46,13 @@ pub(crate) struct Limits {
     pub(crate) activities: Option<usize>,
 }
 
+/// How turns and activities are traced (the Configuration's `tracing`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct TraceSettings {
+    pub(crate) sampling_rate: f64,
+    pub(crate) stdout: bool,
+}
+
 /// What a work-item stream receives.
 pub(crate) type WorkSender = mpsc::UnboundedSender<Result<pb::WorkItem, tonic::Status>>;
 
@@ -57,6 +65,7 @@ pub(crate) struct Engine {
     timers: mpsc::UnboundedSender<TimerEntry>,
     metrics: Metrics,
     limits: Limits,
+    trace: TraceSettings,
     shutdown: CancellationToken,
 }
 
@@ -76,6 +85,7 @@ struct Turn {
     events: usize,
     started: HistoryEvent,
     span: tracing::Span,
+    trace: RequestTrace,
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -116,6 +126,7 @@ struct ActivityInFlight {
     name: String,
     dispatched: Instant,
     span: tracing::Span,
+    trace: RequestTrace,
 }
 
 struct Worker {
@@ -155,6 +166,29 @@ fn event(event_id: i32, event_type: EventType) -> HistoryEvent {
         timestamp: Some(now()),
         router: None,
         event_type: Some(event_type),
+    }
+}
+
+/// The trace context the workflow was started with (`ExecutionStarted.parentTraceContext`).
+fn parent_context(record: &StoredInstance) -> Option<SpanContext> {
+    record
+        .history
+        .iter()
+        .chain(record.inbox.iter())
+        .find_map(|e| match &e.event_type {
+            Some(EventType::ExecutionStarted(started)) => started.parent_trace_context.as_ref(),
+            _ => None,
+        })
+        .and_then(|t| SpanContext::parse(&t.trace_parent))
+}
+
+/// A span of the sidecar's own, child of `parent` or the root of a new trace.
+fn start_trace(parent: Option<SpanContext>, sampling_rate: f64) -> RequestTrace {
+    RequestTrace {
+        parent,
+        span: parent.map_or_else(|| SpanContext::root(sampling_rate), |p| p.child()),
+        tracestate: None,
+        start: SystemTime::now(),
     }
 }
 
@@ -234,6 +268,7 @@ impl Engine {
         store: Arc<dyn StateStore>,
         metrics: Metrics,
         limits: Limits,
+        trace: TraceSettings,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<Self>> {
         let keys = Keys::new(app_id);
@@ -250,6 +285,7 @@ impl Engine {
             timers,
             metrics,
             limits,
+            trace,
             shutdown,
         });
         {
@@ -367,11 +403,13 @@ impl Engine {
                     },
                 )),
             };
+            let trace = start_trace(parent_context(&instance.record), self.trace.sampling_rate);
             instance.turn = Some(Turn {
                 token,
                 events: instance.record.inbox.len(),
                 started,
                 span,
+                trace,
             });
             state.turns_in_flight.insert(id.clone(), worker);
             if sender.send(Ok(item)).is_err() {
@@ -413,6 +451,7 @@ impl Engine {
                 activity = %stored.name,
                 task_id = activity.task_id
             );
+            let trace = start_trace(parent_context(&instance.record), self.trace.sampling_rate);
             let item = pb::WorkItem {
                 completion_token: activity.token(),
                 request: Some(pb::work_item::Request::ActivityRequest(
@@ -425,7 +464,11 @@ impl Engine {
                             execution_id: Some(activity.execution_id.clone()),
                         }),
                         task_id: activity.task_id,
-                        parent_trace_context: stored.trace_context.clone(),
+                        // The app's activity span becomes a child of the sidecar's.
+                        parent_trace_context: Some(pb::TraceContext {
+                            trace_parent: trace.span.to_string(),
+                            ..pb::TraceContext::default()
+                        }),
                         task_execution_id: stored.task_execution_id.clone(),
                         propagated_history: None,
                     },
@@ -439,6 +482,7 @@ impl Engine {
                     name,
                     dispatched: Instant::now(),
                     span,
+                    trace,
                 },
             );
             if sender.send(Ok(item)).is_err() {
@@ -920,6 +964,9 @@ impl Engine {
                 in_flight.span.in_scope(|| {
                     tracing::debug!(failed, "activity completed");
                 });
+                in_flight
+                    .trace
+                    .finish(|| format!("activity||{name}"), self.trace.stdout);
             }
             let event_type = match response.failure_details {
                 Some(failure_details) => EventType::TaskFailed(pb::TaskFailedEvent {
@@ -1029,6 +1076,10 @@ impl Engine {
             return TurnOutcome { touched };
         };
         let _entered = turn.span.enter();
+        turn.trace.finish(
+            || format!("orchestration||{}", instance.record.name),
+            self.trace.stdout,
+        );
         let record = &mut instance.record;
         let delivered: Vec<HistoryEvent> = record
             .inbox

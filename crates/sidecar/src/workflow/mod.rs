@@ -6,4 +6,4 @@ pub(crate) mod grpc;
 pub(crate) mod http;
 mod store;
 
-pub(crate) use engine::{Engine, EngineError, Limits};
+pub(crate) use engine::{Engine, EngineError, Limits, TraceSettings};

@@ -866,6 +866,59 @@ async fn the_http_api_drives_workflows(backend: Backend) {
 }
 on_every_store!(the_http_api_drives_workflows);
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflow_and_activity_executions_are_counted_in_the_metrics() {
+    let backend = Backend::sqlite().await;
+    let app_id = backend.app_id();
+    let sidecar = backend.sidecar(&app_id, 0).await;
+    let mut worker = Worker::start(&sidecar, &Effects::default()).await;
+    worker.run("sequence", json!(1)).await;
+    worker.run("parent", json!(null)).await;
+
+    let port = sidecar.sidecar.ports().metrics.expect("a metrics port");
+    let metrics = http()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let line = |name: &str, labels: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains(labels))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    assert_eq!(
+        line(
+            "dapr_runtime_workflow_execution_count{",
+            "status=\"success\",workflow_name=\"sequence\""
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        line(
+            "dapr_runtime_workflow_execution_count{",
+            "status=\"failed\",workflow_name=\"failing_child\""
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        line(
+            "dapr_runtime_workflow_activity_execution_count{",
+            "activity_name=\"add_one\""
+        ),
+        Some(6.0),
+        "five in the sequence, one in the child: {metrics}"
+    );
+    assert!(metrics.contains("dapr_runtime_workflow_activity_execution_latency_bucket"));
+    worker.stop().await;
+}
+
 #[tokio::test]
 async fn workflows_are_unavailable_without_an_actor_state_store() {
     let sidecar = sidecar(&unique("wf")).memory_store("plain").start().await;
