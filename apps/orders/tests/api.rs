@@ -51,8 +51,24 @@ impl User {
 }
 
 impl Shop {
+    /// The shop on SQLite, with `configure` applied to the orders app's settings.
     async fn start(configure: impl FnOnce(&mut OrdersSettings)) -> Self {
-        let mut stack = Stack::new(Store::Sqlite, &[]).await.unwrap();
+        Self::start_on(Store::Sqlite, configure).await
+    }
+
+    /// The shop on `store`, with `configure` applied to the orders app's settings.
+    async fn start_on(store: Store, configure: impl FnOnce(&mut OrdersSettings)) -> Self {
+        let mut stack = Self::infrastructure(store).await;
+        let events = stack.observe(&[contracts::ORDERS]).await.unwrap();
+        let (bound, dapr) = stack.bind("orders").await.unwrap();
+        let app = App::build(orders_settings(dapr, configure)).await.unwrap();
+        stack.run(bound, Box::new(app)).await.unwrap();
+        Self::callers(stack, events).await
+    }
+
+    /// The stack with its components and the inventory app running.
+    async fn infrastructure(store: Store) -> Stack {
+        let mut stack = Stack::new(store, &[]).await.unwrap();
         // As in components/: the workflow engine persists in a state store marked as the
         // actor state store.
         stack
@@ -65,8 +81,6 @@ impl Shop {
                 ],
             )
             .unwrap();
-        let events = stack.observe(&[contracts::ORDERS]).await.unwrap();
-
         let (bound, dapr) = stack.bind("inventory").await.unwrap();
         let mut inventory = shop_inventory::Settings {
             dapr,
@@ -78,25 +92,11 @@ impl Shop {
             .push(AUDITOR.to_owned());
         let app = shop_inventory::App::build(inventory).await.unwrap();
         stack.run(bound, Box::new(app)).await.unwrap();
+        stack
+    }
 
-        let (bound, dapr) = stack.bind("orders").await.unwrap();
-        let mut orders = OrdersSettings {
-            placement_wait_seconds: 20,
-            poll_millis: 20,
-            activity_first_retry_millis: 100,
-            activity_max_retry_seconds: 1,
-            ..OrdersSettings::default()
-        };
-        configure(&mut orders);
-        let app = App::build(Settings {
-            dapr,
-            orders,
-            ..Settings::default()
-        })
-        .await
-        .unwrap();
-        stack.run(bound, Box::new(app)).await.unwrap();
-
+    /// The callers and the payment events' publisher, around a running stack.
+    async fn callers(mut stack: Stack, events: Events) -> Self {
         let (bound, dapr) = stack.bind("payments").await.unwrap();
         stack.start(bound).await.unwrap();
         let payments = Dapr::new(&dapr).unwrap();
@@ -274,6 +274,26 @@ async fn read(response: reqwest::Response) -> (StatusCode, Value) {
         assert!(problem, "errors are problem+json: {status} {text}");
     }
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// The orders app's settings for tests: quick retries and polls.
+fn orders_settings(
+    dapr: kit::settings::DaprSettings,
+    configure: impl FnOnce(&mut OrdersSettings),
+) -> Settings {
+    let mut orders = OrdersSettings {
+        placement_wait_seconds: 20,
+        poll_millis: 20,
+        activity_first_retry_millis: 100,
+        activity_max_retry_seconds: 1,
+        ..OrdersSettings::default()
+    };
+    configure(&mut orders);
+    Settings {
+        dapr,
+        orders,
+        ..Settings::default()
+    }
 }
 
 fn key() -> String {
@@ -656,5 +676,87 @@ async fn bad_requests_name_the_field_and_place_nothing() {
     let (_, listed) = shop.call(&ada, Method::GET, "/orders").await;
     assert_eq!(listed["items"], json!([]), "nothing placed");
     assert_eq!(shop.stock(&product).await, 10);
+    shop.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_is_confirmed_and_committed_on_postgres() {
+    let shop = Shop::start_on(Store::Postgres, |_| {}).await;
+    let product = shop.add_product(5, 700).await;
+    let ada = User::customer();
+    let (status, order) = shop
+        .place(
+            &ada,
+            &key(),
+            json!([{"product_id": product, "quantity": 5}]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    assert_eq!(order["total_cents"], 3500);
+    let id = order["id"].as_str().unwrap().to_owned();
+    let (_, rejected) = shop
+        .place(
+            &ada,
+            &key(),
+            json!([{"product_id": product, "quantity": 1}]),
+        )
+        .await;
+    assert_eq!(rejected["status"], "REJECTED", "the stock is all taken");
+    shop.publish(&shop.paid(&ada, &order), "payment-1").await;
+    shop.order_when(&ada, &id, "CONFIRMED").await;
+    assert_eq!(shop.reservation(&id).await, "committed");
+    shop.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_completes_after_the_orders_app_restarts() {
+    let mut stack = Shop::infrastructure(Store::Sqlite).await;
+    let events = stack.observe(&[contracts::ORDERS]).await.unwrap();
+    let (bound, dapr) = stack.bind("orders").await.unwrap();
+    let settings = orders_settings(dapr, |_| {});
+    let first = App::build(settings.clone()).await.unwrap();
+    let port = first.port();
+    stack.start(bound.with_app_port(port)).await.unwrap();
+    let stop = kit::server::Stop::new();
+    let running = tokio::spawn(kit::server::Service::run(Box::new(first), stop.clone()));
+    let shop = Shop::callers(stack, events).await;
+    let product = shop.add_product(5, 1250).await;
+    let ada = User::customer();
+    // The app may still be connecting its workflow worker: retry with the same key.
+    let key = key();
+    let order = loop {
+        let (status, order) = shop
+            .place(&ada, &key, json!([{"product_id": product, "quantity": 2}]))
+            .await;
+        if status == StatusCode::CREATED {
+            break order;
+        }
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{order}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let id = order["id"].as_str().unwrap().to_owned();
+    shop.event("shop.order.created.v1", &id).await;
+
+    // The app stops while the workflow waits for the payment; a new one takes over.
+    stop.cancel();
+    running.await.unwrap().unwrap();
+    let second = App::build(Settings {
+        app: kit::settings::AppSettings {
+            port,
+            ..settings.app.clone()
+        },
+        ..settings
+    })
+    .await
+    .unwrap();
+    let stop = kit::server::Stop::new();
+    let running = tokio::spawn(kit::server::Service::run(Box::new(second), stop.clone()));
+
+    shop.publish(&shop.paid(&ada, &order), "payment-1").await;
+    shop.order_when(&ada, &id, "CONFIRMED").await;
+    shop.event("shop.order.confirmed.v1", &id).await;
+    assert_eq!(shop.reservation(&id).await, "committed");
+    stop.cancel();
+    running.await.unwrap().unwrap();
     shop.stop().await;
 }
