@@ -30,6 +30,9 @@ pub enum ApiError {
     /// The order's stock check has not finished in time; a retry with the same key is safe.
     #[error("the order is still being placed")]
     StillPlacing,
+    /// The caller may not do this.
+    #[error("{0}")]
+    Forbidden(&'static str),
     /// The workflow client is not connected yet.
     #[error("the app is starting")]
     NotReady,
@@ -56,6 +59,7 @@ impl ApiError {
         match self {
             Self::Invalid { .. } | Self::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotPending(_) => StatusCode::CONFLICT,
             Self::StillPlacing | Self::NotReady | Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Self::Workflow(_) | Self::Dapr(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -72,6 +76,7 @@ impl IntoResponse for ApiError {
                 "was already used for a different order; use a new key for a new order",
             ),
             Self::NotFound => Problem::not_found(self.to_string()),
+            Self::Forbidden(why) => Problem::forbidden(*why),
             Self::NotPending(_) => Problem::new(
                 StatusCode::CONFLICT,
                 "order-not-pending",

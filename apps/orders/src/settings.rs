@@ -50,6 +50,8 @@ pub struct OrdersSettings {
     pub activity_max_retry_seconds: u64,
     /// Timeout of one call to the inventory app, in seconds.
     pub inventory_timeout_seconds: u64,
+    /// App ids allowed to read any order's payable view (`GET /payable-orders/{id}`).
+    pub payment_callers: Vec<String>,
 }
 
 impl Default for OrdersSettings {
@@ -67,6 +69,7 @@ impl Default for OrdersSettings {
             activity_first_retry_millis: 500,
             activity_max_retry_seconds: 60,
             inventory_timeout_seconds: 10,
+            payment_callers: vec!["payments".into()],
         }
     }
 }

@@ -760,3 +760,64 @@ async fn an_order_completes_after_the_orders_app_restarts() {
     running.await.unwrap().unwrap();
     shop.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_payments_app_reads_what_an_order_costs_and_nobody_else_does() {
+    let mut shop = Shop::start(|_| {}).await;
+    let product = shop.add_product(5, 1250).await;
+    let ada = User::customer();
+    let (_, order) = shop
+        .place(
+            &ada,
+            &key(),
+            json!([{"product_id": product, "quantity": 2}]),
+        )
+        .await;
+    let id = order["id"].as_str().unwrap();
+    let payments = shop.stack.caller("payments").await.unwrap();
+    let (status, payable) = read(
+        payments
+            .invoke(Method::GET, "orders", &format!("/payable-orders/{id}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{payable}");
+    assert_eq!(payable["user_id"], ada.id.to_string());
+    assert_eq!(payable["status"], "PENDING_PAYMENT");
+    assert_eq!(payable["total_cents"], 2500);
+    assert_eq!(payable["currency"], "EUR");
+    let (status, _) = read(
+        payments
+            .invoke(
+                Method::GET,
+                "orders",
+                &format!("/payable-orders/{}", Uuid::now_v7()),
+            )
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (status, _) = read(
+        shop.request(
+            &ada,
+            "orders",
+            Method::GET,
+            &format!("/payable-orders/{id}"),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "not for the gateway's callers"
+    );
+    shop.stop().await;
+}

@@ -3,6 +3,7 @@
 
 mod deliveries;
 mod orders;
+mod payable;
 
 use axum::Router;
 use utoipa::OpenApi;
@@ -33,6 +34,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(orders::router())
         .merge(deliveries::router())
+        .merge(payable::router())
         .route(
             "/openapi.json",
             axum::routing::get(|| async { axum::Json(ApiDoc::openapi()) }),
