@@ -236,8 +236,29 @@ impl Instance {
     }
 
     fn runnable(&self) -> bool {
-        self.turn.is_none() && !self.record.inbox.is_empty() && !is_terminal(self.status())
+        self.turn.is_none()
+            && !self.record.inbox.is_empty()
+            && !is_terminal(self.status())
+            && scheduled_start(&self.record).is_none_or(|at| at <= SystemTime::now())
     }
+}
+
+/// Timer id of the wake-up of a workflow scheduled to start later (no real timer has it: the
+/// SDKs number their actions from 0).
+const START_TIMER: i32 = i32::MIN;
+
+/// When a workflow that has not started yet is scheduled to start (`scheduledStartTimestamp`).
+fn scheduled_start(record: &StoredInstance) -> Option<SystemTime> {
+    if record.started {
+        return None;
+    }
+    record.inbox.iter().find_map(|e| match &e.event_type {
+        Some(EventType::ExecutionStarted(started)) => started
+            .scheduled_start_timestamp
+            .as_ref()
+            .map(to_system_time),
+        _ => None,
+    })
 }
 
 impl State {
@@ -303,6 +324,7 @@ impl Engine {
                     for timer in &record.timers {
                         engine.arm(&record, timer);
                     }
+                    engine.arm_start(&record);
                     for activity in &record.activities {
                         state.activity_queue.push_back(ActivityRef {
                             instance_id: id.clone(),
@@ -339,6 +361,18 @@ impl Engine {
             execution_id: record.execution_id.clone(),
             timer_id: timer.timer_id,
         });
+    }
+
+    /// Wakes a workflow scheduled to start later when its time comes.
+    fn arm_start(&self, record: &StoredInstance) {
+        if let Some(at) = scheduled_start(record).filter(|at| *at > SystemTime::now()) {
+            let _ = self.timers.send(TimerEntry {
+                fire_at: at,
+                instance_id: record.instance_id.clone(),
+                execution_id: record.execution_id.clone(),
+                timer_id: START_TIMER,
+            });
+        }
     }
 
     fn persist(&self, records: &[&StoredInstance]) -> Committed {
@@ -598,6 +632,7 @@ impl Engine {
                 ..StoredInstance::default()
             };
             let committed = self.persist(&[&record]);
+            self.arm_start(&record);
             let mut instance = Instance::new(record);
             if let Some(old) = state.instances.remove(&instance_id) {
                 instance.waiters = old.waiters;
@@ -999,6 +1034,11 @@ impl Engine {
             return;
         };
         if instance.record.execution_id != entry.execution_id || is_terminal(instance.status()) {
+            return;
+        }
+        if entry.timer_id == START_TIMER {
+            state.make_ready(&entry.instance_id);
+            self.pump(&mut state);
             return;
         }
         let Some(position) = instance

@@ -707,6 +707,28 @@ async fn workers_of_one_app_share_the_work(backend: Backend) {
 }
 on_every_store!(workers_of_one_app_share_the_work);
 
+async fn a_workflow_scheduled_for_later_starts_then(backend: Backend) {
+    let sidecar = backend.sidecar(&backend.app_id(), 0).await;
+    let mut worker = Worker::start(&sidecar, &Effects::default()).await;
+    let at = std::time::SystemTime::now() + Duration::from_millis(1500);
+    let id = worker
+        .client
+        .schedule_workflow(
+            "sequence",
+            ScheduleOptions::new().with_input(0).with_start_time(at),
+        )
+        .await
+        .expect("start");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(worker.status(&id).await, RuntimeStatus::Pending, "not yet");
+    let done = worker.finish(&id).await;
+    assert_eq!(done.runtime_status, RuntimeStatus::Completed);
+    assert!(std::time::SystemTime::now() >= at);
+    assert_eq!(output::<i64>(&done), 5);
+    worker.stop().await;
+}
+on_every_store!(a_workflow_scheduled_for_later_starts_then);
+
 async fn activity_concurrency_follows_the_configured_limit(backend: Backend) {
     let unlimited = backend.sidecar(&backend.app_id(), 0).await;
     let mut worker = Worker::start(&unlimited, &Effects::default()).await;
