@@ -821,3 +821,34 @@ async fn the_payments_app_reads_what_an_order_costs_and_nobody_else_does() {
     );
     shop.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_buyers_never_get_more_than_the_stock() {
+    let shop = Shop::start(|_| {}).await;
+    let product = shop.add_product(10, 500).await;
+    let buyers: Vec<User> = (0..30).map(|_| User::customer()).collect();
+    let orders = buyers.iter().map(|buyer| {
+        shop.place(
+            buyer,
+            "one-mug",
+            json!([{"product_id": product, "quantity": 1}]),
+        )
+    });
+    let answers = futures::future::join_all(orders).await;
+    let mut pending = 0;
+    let mut rejected = 0;
+    for (status, order) in &answers {
+        assert_eq!(*status, StatusCode::CREATED, "{order}");
+        match order["status"].as_str() {
+            Some("PENDING_PAYMENT") => pending += 1,
+            Some("REJECTED") => {
+                assert_eq!(order["rejection"]["reason"], "out_of_stock");
+                rejected += 1;
+            }
+            other => panic!("unexpected status {other:?}"),
+        }
+    }
+    assert_eq!((pending, rejected), (10, 20));
+    assert_eq!(shop.stock(&product).await, 0);
+    shop.stop().await;
+}
