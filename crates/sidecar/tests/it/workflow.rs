@@ -960,3 +960,178 @@ async fn workflows_are_unavailable_without_an_actor_state_store() {
         .expect("json");
     assert!(metadata.get("workflows").is_none());
 }
+
+/// The protocol itself, with the raw generated client: a turn held by a worker whose stream
+/// dies goes to the next worker, a stale completion token is refused, and the listing, history
+/// and filtered purge calls answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_is_redelivered_when_its_worker_goes_away() {
+    use dapr_durabletask_proto as pb;
+    use futures::StreamExt as _;
+    use pb::task_hub_sidecar_service_client::TaskHubSidecarServiceClient;
+
+    let backend = Backend::sqlite().await;
+    let sidecar = backend.sidecar(&backend.app_id(), 0).await;
+    let address = format!("http://127.0.0.1:{}", sidecar.sidecar.grpc_port());
+    let mut client = TaskHubSidecarServiceClient::connect(address.clone())
+        .await
+        .expect("connect");
+    client.hello(()).await.expect("hello");
+
+    let id = unique("raw");
+    client
+        .start_instance(pb::CreateInstanceRequest {
+            instance_id: id.clone(),
+            name: "raw".into(),
+            input: Some("1".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("start");
+
+    let next_turn = |mut stream: tonic::Streaming<pb::WorkItem>| async move {
+        let item = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("a work item in time")
+            .expect("the stream is open")
+            .expect("a work item");
+        (stream, item)
+    };
+    let first = client
+        .get_work_items(pb::GetWorkItemsRequest::default())
+        .await
+        .expect("stream")
+        .into_inner();
+    let (first, item) = next_turn(first).await;
+    let Some(pb::work_item::Request::WorkflowRequest(request)) = &item.request else {
+        panic!("expected a turn, got {item:?}");
+    };
+    assert_eq!(request.instance_id, id);
+    assert!(matches!(
+        request
+            .new_events
+            .first()
+            .and_then(|e| e.event_type.as_ref()),
+        Some(pb::history_event::EventType::WorkflowStarted(_))
+    ));
+    let stale_token = item.completion_token.clone();
+    drop(first);
+
+    let mut second_client = TaskHubSidecarServiceClient::connect(address)
+        .await
+        .expect("connect");
+    let second = second_client
+        .get_work_items(pb::GetWorkItemsRequest::default())
+        .await
+        .expect("stream")
+        .into_inner();
+    let (_second, again) = next_turn(second).await;
+    let Some(pb::work_item::Request::WorkflowRequest(request)) = &again.request else {
+        panic!("expected the turn again, got {again:?}");
+    };
+    assert_eq!(request.instance_id, id, "the same turn, redelivered");
+    assert_ne!(again.completion_token, stale_token);
+
+    let complete = |token: String| pb::WorkflowResponse {
+        instance_id: id.clone(),
+        completion_token: token,
+        actions: vec![pb::WorkflowAction {
+            id: 0,
+            router: None,
+            workflow_action_type: Some(pb::workflow_action::WorkflowActionType::CompleteWorkflow(
+                pb::CompleteWorkflowAction {
+                    workflow_status: pb::OrchestrationStatus::Completed as i32,
+                    result: Some("\"done\"".into()),
+                    ..Default::default()
+                },
+            )),
+        }],
+        ..Default::default()
+    };
+    let refused = client
+        .complete_orchestrator_task(complete(stale_token))
+        .await;
+    assert_eq!(
+        refused.map(|_| ()).map_err(|s| s.code()),
+        Err(tonic::Code::FailedPrecondition)
+    );
+    client
+        .complete_orchestrator_task(complete(again.completion_token.clone()))
+        .await
+        .expect("the current token is accepted");
+
+    let state = client
+        .get_instance(pb::GetInstanceRequest {
+            instance_id: id.clone(),
+            get_inputs_and_outputs: true,
+            router: None,
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    let state = state.workflow_state.expect("a state");
+    assert_eq!(
+        state.workflow_status,
+        pb::OrchestrationStatus::Completed as i32
+    );
+    assert_eq!(state.output.as_deref(), Some("\"done\""));
+
+    let history = client
+        .get_instance_history(pb::GetInstanceHistoryRequest {
+            instance_id: id.clone(),
+        })
+        .await
+        .expect("history")
+        .into_inner()
+        .events;
+    let kinds: Vec<&str> = history
+        .iter()
+        .map(|e| match &e.event_type {
+            Some(pb::history_event::EventType::WorkflowStarted(_)) => "WorkflowStarted",
+            Some(pb::history_event::EventType::ExecutionStarted(_)) => "ExecutionStarted",
+            Some(pb::history_event::EventType::ExecutionCompleted(_)) => "ExecutionCompleted",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["WorkflowStarted", "ExecutionStarted", "ExecutionCompleted"]
+    );
+
+    let listed = client
+        .list_instance_i_ds(pb::ListInstanceIDsRequest {
+            continuation_token: None,
+            page_size: Some(10),
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(listed.instance_ids, vec![id.clone()]);
+    assert_eq!(listed.continuation_token, None);
+
+    let purged = client
+        .purge_instances(pb::PurgeInstancesRequest {
+            request: Some(pb::purge_instances_request::Request::PurgeInstanceFilter(
+                pb::PurgeInstanceFilter {
+                    created_time_from: None,
+                    created_time_to: None,
+                    runtime_status: vec![pb::OrchestrationStatus::Completed as i32],
+                },
+            )),
+            ..Default::default()
+        })
+        .await
+        .expect("purge")
+        .into_inner();
+    assert_eq!(purged.deleted_instance_count, 1);
+    let gone = client
+        .get_instance(pb::GetInstanceRequest {
+            instance_id: id,
+            get_inputs_and_outputs: false,
+            router: None,
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert!(!gone.exists);
+}
