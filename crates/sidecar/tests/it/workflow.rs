@@ -1049,14 +1049,14 @@ async fn a_turn_is_redelivered_when_its_worker_goes_away() {
         ..Default::default()
     };
     let refused = client
-        .complete_orchestrator_task(complete(stale_token))
+        .complete_workflow_task(complete(stale_token))
         .await;
     assert_eq!(
         refused.map(|_| ()).map_err(|s| s.code()),
         Err(tonic::Code::FailedPrecondition)
     );
     client
-        .complete_orchestrator_task(complete(again.completion_token.clone()))
+        .complete_workflow_task(complete(again.completion_token.clone()))
         .await
         .expect("the current token is accepted");
 
