@@ -30,6 +30,9 @@ pub struct PaymentsSettings {
     pub secret_store: String,
     /// Secret with the provider's base URL (`http://127.0.0.1:5006`).
     pub provider_url_secret: String,
+    /// The provider's base URL, when it is not in the secret store (a launcher that starts the
+    /// provider on a free port passes it here); takes precedence over the secret.
+    pub provider_url: Option<String>,
     /// Secret with the provider's API key.
     pub provider_key_secret: String,
     /// App id of the orders app.
@@ -52,6 +55,7 @@ impl Default for PaymentsSettings {
             pubsub: "pubsub".into(),
             secret_store: "secretstore".into(),
             provider_url_secret: "paygate-url".into(),
+            provider_url: None,
             provider_key_secret: "paygate-api-key".into(),
             orders_app_id: "orders".into(),
             provider_timeout_seconds: 10,
@@ -83,6 +87,14 @@ impl Validate for Settings {
             if value.trim().is_empty() {
                 return Err(SettingsError::new(key, "must not be empty"));
             }
+        }
+        if let Some(url) = &payments.provider_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(SettingsError::new(
+                "payments.provider_url",
+                format!("expected an http:// or https:// URL, got {url:?}"),
+            ));
         }
         for (key, value, max) in [
             (
@@ -135,5 +147,8 @@ mod tests {
         assert_eq!(error.key, "payments.provider_attempts");
         let error = load(&[("SHOP_PAYMENTS_PAYMENTS__ORDERS_APP_ID", "")]).expect_err("empty");
         assert_eq!(error.key, "payments.orders_app_id");
+        let error = load(&[("SHOP_PAYMENTS_PAYMENTS__PROVIDER_URL", "localhost:5006")])
+            .expect_err("no scheme");
+        assert_eq!(error.key, "payments.provider_url");
     }
 }

@@ -100,7 +100,10 @@ impl App {
             () = stop.cancelled() => return Ok(()),
         }
         let payments = &self.settings.payments;
-        let url = self.secret(&payments.provider_url_secret).await?;
+        let url = match &payments.provider_url {
+            Some(url) => url.clone(),
+            None => self.secret(&payments.provider_url_secret).await?,
+        };
         let key = SecretString::from(self.secret(&payments.provider_key_secret).await?);
         let provider = Provider::new(
             &url,
