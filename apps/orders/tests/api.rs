@@ -681,7 +681,16 @@ async fn bad_requests_name_the_field_and_place_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_is_confirmed_and_committed_on_postgres() {
-    let shop = Shop::start_on(Store::Postgres, |_| {}).await;
+    an_order_is_confirmed_and_committed_on(Store::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_is_confirmed_and_committed_on_redis() {
+    an_order_is_confirmed_and_committed_on(Store::Redis).await;
+}
+
+async fn an_order_is_confirmed_and_committed_on(store: Store) {
+    let shop = Shop::start_on(store, |_| {}).await;
     let product = shop.add_product(5, 700).await;
     let ada = User::customer();
     let (status, order) = shop
