@@ -479,3 +479,54 @@ async fn a_charge_for_an_order_cancelled_meanwhile_is_refunded_once() {
     );
     shop.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_payments_of_one_order_are_one_payment() {
+    let shop = Shop::start().await;
+    let ada = Uuid::new_v4();
+    let order = shop.order(ada, 2500, "PENDING_PAYMENT");
+    Mock::given(method("POST"))
+        .and(path("/v1/charges"))
+        .respond_with(charge("succeeded", None).set_delay(Duration::from_millis(100)))
+        .mount(&shop.provider)
+        .await;
+    let attempts = (0..6).map(|_| {
+        shop.pay(
+            ada,
+            json!({"order_id": order, "card": card("4242424242424242")}),
+        )
+    });
+    let answers = futures::future::join_all(attempts).await;
+    let mut ids: Vec<String> = answers
+        .iter()
+        .map(|(status, payment)| {
+            assert!(status.is_success(), "{status} {payment}");
+            assert_eq!(payment["status"], "SUCCEEDED");
+            payment["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "one payment: {ids:?}");
+    for call in shop.calls_to("/v1/charges").await {
+        assert_eq!(
+            call.headers.get("idempotency-key").unwrap(),
+            ids[0].as_str(),
+            "every charge attempt is the same charge for the provider"
+        );
+    }
+    shop.events
+        .wait_for("shop.payment.successful.v1", Duration::from_secs(10), |d| {
+            d["order_id"] == order.to_string()
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let announced = shop
+        .events
+        .all()
+        .into_iter()
+        .filter(|e| e["type"] == "shop.payment.successful.v1")
+        .count();
+    assert_eq!(announced, 1);
+    shop.stop().await;
+}
