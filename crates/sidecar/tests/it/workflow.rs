@@ -1048,9 +1048,7 @@ async fn a_turn_is_redelivered_when_its_worker_goes_away() {
         }],
         ..Default::default()
     };
-    let refused = client
-        .complete_workflow_task(complete(stale_token))
-        .await;
+    let refused = client.complete_workflow_task(complete(stale_token)).await;
     assert_eq!(
         refused.map(|_| ()).map_err(|s| s.code()),
         Err(tonic::Code::FailedPrecondition)
