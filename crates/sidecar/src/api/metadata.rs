@@ -36,6 +36,11 @@ pub(crate) struct MetadataSnapshot {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct WorkflowsJson {
     pub(crate) connected_workers: i32,
+    /// Not in daprd (which lists only `connectedWorkers`): how many instances this sidecar
+    /// holds in each runtime status (`RUNNING`, `COMPLETED`, ...). gRPC GetMetadata has no
+    /// field for it.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) instances: BTreeMap<String, usize>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -180,6 +185,13 @@ impl Runtime {
             },
             workflows: self.workflows.as_ref().ok().map(|engine| WorkflowsJson {
                 connected_workers: i32::try_from(engine.connected_workers()).unwrap_or(i32::MAX),
+                instances: engine
+                    .instance_counts()
+                    .into_iter()
+                    .map(|(status, count)| {
+                        (crate::workflow::http::status_name(status as i32), count)
+                    })
+                    .collect(),
             }),
         }
     }

@@ -945,6 +945,16 @@ impl Engine {
         self.lock().workers.len()
     }
 
+    /// How many instances there are in each runtime status (purged ones are gone).
+    pub(crate) fn instance_counts(&self) -> std::collections::BTreeMap<OrchestrationStatus, usize> {
+        let state = self.lock();
+        let mut counts = std::collections::BTreeMap::new();
+        for instance in state.instances.values() {
+            *counts.entry(instance.status()).or_insert(0) += 1;
+        }
+        counts
+    }
+
     // ----- worker results -----
 
     /// `CompleteActivityTask`: the result becomes `TaskCompleted` or `TaskFailed` in the

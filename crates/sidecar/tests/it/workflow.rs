@@ -938,6 +938,23 @@ async fn workflow_and_activity_executions_are_counted_in_the_metrics() {
         "five in the sequence, one in the child: {metrics}"
     );
     assert!(metrics.contains("dapr_runtime_workflow_activity_execution_latency_bucket"));
+
+    // The instances show in the metadata by status: the sequence, the parent and its
+    // succeeding child completed; the failing child failed.
+    let metadata: Value = http()
+        .get(sidecar.url("/v1.0/metadata"))
+        .send()
+        .await
+        .expect("metadata")
+        .json()
+        .await
+        .expect("json");
+    let instances = &metadata["workflows"]["instances"];
+    assert_eq!(instances["FAILED"], 1, "{metadata}");
+    assert!(
+        instances["COMPLETED"].as_u64().is_some_and(|n| n >= 2),
+        "{metadata}"
+    );
     worker.stop().await;
 }
 
