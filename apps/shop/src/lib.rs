@@ -18,15 +18,25 @@ use tokio::task::JoinSet;
 
 pub use secrets::AdminSource;
 
-/// The Dapr apps the launcher starts, each with its sidecar, in start order: the gateway last,
-/// once what it routes to runs. Apps of the shop that are not written yet are simply not listed.
-pub const APPS: &[&str] = &["auth", "inventory", "notifications", "gateway"];
+/// The Dapr apps the launcher starts, each with its sidecar, in start order: orders after the
+/// inventory it reserves stock with, payments after the orders it reads, the gateway last, once
+/// what it routes to runs.
+pub const APPS: &[&str] = &[
+    "auth",
+    "inventory",
+    "orders",
+    "payments",
+    "notifications",
+    "gateway",
+];
 
 /// The app that listens for the public.
 pub const GATEWAY: &str = "gateway";
 
 /// The payment provider simulator: started first, with no sidecar (it stands for a provider
 /// outside the shop), on a free port, with the API key `paygate-api-key` of the secret file.
+/// The payments app is pointed at it (`payments.provider_url`) and reads the same key through
+/// its sidecar's secret store.
 pub const PAYGATE: &str = "paygate";
 
 /// What to start and where.
@@ -188,7 +198,7 @@ impl Shop {
             app_api_token: Some(token),
             ..DaprSettings::default()
         };
-        let app = build(app_id, dapr, options).await?;
+        let app = build(app_id, dapr, options, self.paygate_url()).await?;
         let app_port = app.port();
         if app_id == GATEWAY {
             // Where to reach it: a wildcard bind (`0.0.0.0`) is reachable on loopback.
@@ -313,11 +323,12 @@ impl Shop {
 }
 
 /// Builds app `app_id` with its settings (`config/<app>.toml`, `SHOP_<APP>_...`), pointed at
-/// its sidecar.
+/// its sidecar; the payments app at the paygate the launcher started, when it did.
 async fn build(
     app_id: &str,
     dapr: DaprSettings,
     options: &Options,
+    paygate_url: Option<String>,
 ) -> anyhow::Result<Box<dyn Service>> {
     fn settings<S>(app_id: &str) -> anyhow::Result<S>
     where
@@ -337,6 +348,22 @@ async fn build(
             settings.dapr = dapr;
             settings.app.port = 0;
             Box::new(shop_inventory::App::build(settings).await?)
+        }
+        "orders" => {
+            let mut settings: shop_orders::Settings = settings(app_id)?;
+            settings.dapr = dapr;
+            settings.app.port = 0;
+            Box::new(shop_orders::App::build(settings).await?)
+        }
+        "payments" => {
+            let mut settings: shop_payments::Settings = settings(app_id)?;
+            settings.dapr = dapr;
+            settings.app.port = 0;
+            // The paygate listens on a free port, which no secret file can know in advance.
+            if paygate_url.is_some() {
+                settings.payments.provider_url = paygate_url;
+            }
+            Box::new(shop_payments::App::build(settings).await?)
         }
         "notifications" => {
             let mut settings: shop_notifications::Settings = settings(app_id)?;

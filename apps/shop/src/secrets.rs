@@ -89,6 +89,12 @@ pub fn ensure(file: &Path, environment: &BTreeMap<String, String>) -> anyhow::Re
     secrets
         .entry("paygate-api-key".into())
         .or_insert_with(|| format!("pg_test_{}", random_text(24)));
+    // Where the payments app finds the paygate when nothing tells it otherwise: the
+    // paygate's own default port, as `dapr run -f dapr.yaml` next to a standalone paygate
+    // has it (the launcher passes the free port it started the paygate on instead).
+    secrets
+        .entry("paygate-url".into())
+        .or_insert_with(|| "http://127.0.0.1:5006".into());
     // Defaults for the server component sets, for a local PostgreSQL, RabbitMQ, Kafka, Redis
     // and an SMTP sink; edit the file to point elsewhere.
     for (key, value) in [
@@ -168,6 +174,29 @@ mod tests {
         let second: BTreeMap<String, String> =
             serde_json::from_str(&std::fs::read_to_string(&file).expect("file")).expect("json");
         assert_eq!(first, second);
+    }
+
+    #[test]
+    fn an_older_file_gains_the_missing_secrets_and_keeps_its_own() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("secrets.json");
+        let older = BTreeMap::from([
+            ("admin-email".to_owned(), "me@example.com".to_owned()),
+            ("admin-password".to_owned(), "kept password".to_owned()),
+            ("paygate-api-key".to_owned(), "pg_test_kept".to_owned()),
+        ]);
+        std::fs::write(&file, serde_json::to_string(&older).expect("json")).expect("write");
+        assert_eq!(
+            ensure(&file, &BTreeMap::new()).expect("completed"),
+            AdminSource::File
+        );
+        let secrets: BTreeMap<String, String> =
+            serde_json::from_str(&std::fs::read_to_string(&file).expect("file")).expect("json");
+        for (key, value) in &older {
+            assert_eq!(&secrets[key], value, "{key} is kept");
+        }
+        assert_eq!(secrets["paygate-url"], "http://127.0.0.1:5006");
+        assert!(secrets["jwt-signing-key"].starts_with("-----BEGIN PRIVATE KEY-----"));
     }
 
     #[test]

@@ -123,3 +123,15 @@ fn the_paygate_is_left_out_and_the_file_says_how_to_start_it() {
         "dapr.yaml says how to start the paygate next to it"
     );
 }
+
+#[test]
+fn the_payments_app_finds_a_standalone_paygate_through_the_secrets_the_launcher_creates() {
+    let scratch = tempfile::tempdir().unwrap();
+    let secrets = scratch.path().join("secrets.json");
+    shop::secrets::ensure(&secrets, &Default::default()).unwrap();
+    let payments = shop_payments::settings::PaymentsSettings::default();
+    let url = shop::secrets::get(&secrets, &payments.provider_url_secret).unwrap();
+    let paygate = shop_paygate::Settings::default();
+    assert_eq!(url, format!("http://127.0.0.1:{}", paygate.app.port));
+    shop::secrets::get(&secrets, &payments.provider_key_secret).unwrap();
+}

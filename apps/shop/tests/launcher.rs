@@ -126,6 +126,8 @@ async fn the_shop_starts_serves_keeps_its_data_and_stops_on_ctrl_c() {
         "auth",
         "inventory",
         "notifications",
+        "orders",
+        "payments",
         "paygate",
         "gateway",
     ] {
