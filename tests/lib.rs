@@ -101,7 +101,9 @@ impl TestShop {
         options.port = 0;
         let shop = Shop::start(&options).await?;
         let mut observer = Stack::join(shop.topology(), root.path(), &options.components);
-        let events = observer.observe(&["users", "products"]).await?;
+        let events = observer
+            .observe(&["users", "products", "orders", "payments"])
+            .await?;
         Ok(Self {
             base: shop.url(),
             shop,

@@ -1,5 +1,6 @@
 //! The shop end to end, through the gateway only: the embedded default (`components/local`) and
-//! the server set (`components/rabbitmq`: the local PostgreSQL and RabbitMQ).
+//! the server set (`components/rabbitmq`: the local PostgreSQL and RabbitMQ). Purchases go
+//! through the real payment provider simulator the launcher starts.
 
 #![allow(clippy::unwrap_used, reason = "tests stop at the first failure")]
 
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use shop_e2e::{ADMIN_EMAIL, ADMIN_PASSWORD, ComponentSet, TestShop};
+use shop_e2e::{ADMIN_EMAIL, ADMIN_PASSWORD, Answer, ComponentSet, TestShop};
 
 const EVENT_WAIT: Duration = Duration::from_secs(15);
 
@@ -264,7 +265,240 @@ async fn journey(set: ComponentSet) {
         })
         .await
         .unwrap();
+
+    purchase(&shop, set, &admin, &customer, &user_id).await;
     shop.stop().await.unwrap();
+}
+
+/// The card of the paygate (the real simulator, started by the launcher) that always succeeds.
+const GOOD_CARD: &str = "4242424242424242";
+/// The card the paygate always declines.
+const DECLINED_CARD: &str = "4000000000000002";
+
+fn card(number: &str) -> Value {
+    json!({"number": number, "exp_month": 12, "exp_year": 2099, "cvc": "123"})
+}
+
+/// A product's stock, as anyone reads it.
+async fn stock(shop: &TestShop, product: &str) -> i64 {
+    let answer = shop
+        .call(Method::GET, &format!("/api/products/{product}"), None, None)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    answer.body["stock"].as_i64().unwrap()
+}
+
+/// Reads the order until it has `status`, within [`EVENT_WAIT`].
+async fn order_becomes(shop: &TestShop, token: &str, order: &str, status: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + EVENT_WAIT;
+    loop {
+        let answer = shop
+            .call(
+                Method::GET,
+                &format!("/api/orders/{order}"),
+                Some(token),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+        if answer.body["status"] == status {
+            return answer.body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "order {order} is not {status}: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reads `stock` until it is `expected`, within [`EVENT_WAIT`] (the workflow commits or
+/// releases the reservation after it answers).
+async fn stock_becomes(shop: &TestShop, product: &str, expected: i64) {
+    let deadline = tokio::time::Instant::now() + EVENT_WAIT;
+    loop {
+        let now = stock(shop, product).await;
+        if now == expected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stock of {product} is {now}, expected {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reads the customer's notifications until those of `order` include every kind of `kinds`.
+async fn notified(shop: &TestShop, token: &str, order: &str, kinds: &[&str]) {
+    let deadline = tokio::time::Instant::now() + EVENT_WAIT;
+    loop {
+        let history = shop
+            .call(
+                Method::GET,
+                "/api/notifications?limit=100",
+                Some(token),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(history.status, StatusCode::OK, "{history:?}");
+        let items = history.body["items"].as_array().unwrap();
+        let missing: Vec<&&str> = kinds
+            .iter()
+            .filter(|kind| {
+                !items
+                    .iter()
+                    .any(|n| n["kind"] == **kind && n["order_id"] == order)
+            })
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {missing:?} notification for order {order}: {history:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Places an order of `quantity` of `product` with `key` as its `Idempotency-Key`.
+async fn place(shop: &TestShop, token: &str, key: &str, product: &str, quantity: i64) -> Answer {
+    shop.send(
+        shop.request(Method::POST, "/api/orders")
+            .bearer_auth(token)
+            .header("idempotency-key", key)
+            .json(&json!({"items": [{"product_id": product, "quantity": quantity}]})),
+    )
+    .await
+    .unwrap()
+}
+
+/// Pays `order` with card `number` through the gateway.
+async fn pay(shop: &TestShop, token: &str, order: &str, number: &str) -> Answer {
+    shop.call(
+        Method::POST,
+        "/api/payments",
+        Some(token),
+        Some(json!({"order_id": order, "card": card(number)})),
+    )
+    .await
+    .unwrap()
+}
+
+/// A purchase through the gateway, the orders workflow, the payments app and the paygate: a
+/// good card confirms the order and takes the stock; a declined one cancels the order and
+/// gives the stock back; the customer is told.
+async fn purchase(shop: &TestShop, set: ComponentSet, admin: &str, customer: &str, user: &str) {
+    let added = shop
+        .call(
+            Method::POST,
+            "/api/products",
+            Some(admin),
+            Some(product("Lamp", "home", 5)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(added.status, StatusCode::CREATED, "{set:?}: {added:?}");
+    let lamp = added.body["id"].as_str().unwrap().to_owned();
+
+    // An order, placed twice with one Idempotency-Key (a client retrying): one order.
+    let key = uuid::Uuid::new_v4().to_string();
+    let placed = place(shop, customer, &key, &lamp, 2).await;
+    assert_eq!(placed.status, StatusCode::CREATED, "{set:?}: {placed:?}");
+    assert_eq!(placed.body["status"], "PENDING_PAYMENT", "{placed:?}");
+    assert_eq!(placed.body["total_cents"], 2 * 990);
+    assert_eq!(placed.body["currency"], "EUR");
+    let order = placed.body["id"].as_str().unwrap().to_owned();
+    let retried = place(shop, customer, &key, &lamp, 2).await;
+    assert!(retried.status.is_success(), "{set:?}: {retried:?}");
+    assert_eq!(retried.body["id"], order.as_str(), "the same order");
+    let mine = shop
+        .call(Method::GET, "/api/orders", Some(customer), None)
+        .await
+        .unwrap();
+    assert_eq!(mine.status, StatusCode::OK, "{mine:?}");
+    let listed: Vec<&Value> = mine.body["items"].as_array().unwrap().iter().collect();
+    assert_eq!(listed.len(), 1, "one order for two requests: {mine:?}");
+    assert_eq!(listed[0]["id"], order.as_str());
+    // The stock is reserved while the order waits for its payment.
+    stock_becomes(shop, &lamp, 3).await;
+    shop.events
+        .wait_for("shop.order.created.v1", EVENT_WAIT, |d| {
+            d["order_id"] == order.as_str() && d["user_id"] == user
+        })
+        .await
+        .unwrap();
+
+    // Paid with the good card at the paygate: confirmed, and the stock stays taken.
+    let paid = pay(shop, customer, &order, GOOD_CARD).await;
+    assert_eq!(paid.status, StatusCode::CREATED, "{set:?}: {paid:?}");
+    assert_eq!(paid.body["status"], "SUCCEEDED", "{paid:?}");
+    assert_eq!(paid.body["amount_cents"], 2 * 990, "the order's amount");
+    let confirmed = order_becomes(shop, customer, &order, "CONFIRMED").await;
+    assert_eq!(confirmed["total_cents"], 2 * 990);
+    shop.events
+        .wait_for("shop.payment.successful.v1", EVENT_WAIT, |d| {
+            d["order_id"] == order.as_str() && d["card_last4"] == "4242"
+        })
+        .await
+        .unwrap();
+    shop.events
+        .wait_for("shop.order.confirmed.v1", EVENT_WAIT, |d| {
+            d["order_id"] == order.as_str()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        stock(shop, &lamp).await,
+        3,
+        "a confirmed order keeps its stock"
+    );
+    notified(
+        shop,
+        customer,
+        &order,
+        &["order_created", "payment_succeeded", "order_confirmed"],
+    )
+    .await;
+
+    // A second order, paid with a declined card: cancelled, its stock given back.
+    let placed = place(shop, customer, &uuid::Uuid::new_v4().to_string(), &lamp, 1).await;
+    assert_eq!(placed.status, StatusCode::CREATED, "{set:?}: {placed:?}");
+    let second = placed.body["id"].as_str().unwrap().to_owned();
+    assert_ne!(second, order);
+    stock_becomes(shop, &lamp, 2).await;
+    let refused = pay(shop, customer, &second, DECLINED_CARD).await;
+    assert!(refused.status.is_success(), "{set:?}: {refused:?}");
+    assert_eq!(refused.body["status"], "FAILED", "{refused:?}");
+    let cancelled = order_becomes(shop, customer, &second, "CANCELLED").await;
+    assert_eq!(
+        cancelled["cancellation_reason"], "payment_failed",
+        "{cancelled}"
+    );
+    stock_becomes(shop, &lamp, 3).await;
+    shop.events
+        .wait_for("shop.payment.failed.v1", EVENT_WAIT, |d| {
+            d["order_id"] == second.as_str() && d["reason"] == "card_declined"
+        })
+        .await
+        .unwrap();
+    shop.events
+        .wait_for("shop.order.cancelled.v1", EVENT_WAIT, |d| {
+            d["order_id"] == second.as_str() && d["reason"] == "payment_failed"
+        })
+        .await
+        .unwrap();
+    notified(
+        shop,
+        customer,
+        &second,
+        &["order_created", "payment_failed", "order_cancelled"],
+    )
+    .await;
 }
 
 /// A hung shop fails its test instead of hanging the suite.
