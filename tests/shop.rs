@@ -391,7 +391,7 @@ async fn pay(shop: &TestShop, token: &str, order: &str, number: &str) -> Answer 
 
 /// A purchase through the gateway, the orders workflow, the payments app and the paygate: a
 /// good card confirms the order and takes the stock; a declined one cancels the order and
-/// gives the stock back; the customer is told.
+/// gives the stock back; the customer is told; another customer cannot see or pay the order.
 async fn purchase(shop: &TestShop, set: ComponentSet, admin: &str, customer: &str, user: &str) {
     let added = shop
         .call(
@@ -432,6 +432,45 @@ async fn purchase(shop: &TestShop, set: ComponentSet, admin: &str, customer: &st
         })
         .await
         .unwrap();
+
+    // Another customer can neither see nor pay it: to them it does not exist.
+    let eve = unique_email("eve");
+    let registered = shop
+        .call(
+            Method::POST,
+            "/api/auth/register",
+            None,
+            Some(json!({"email": eve, "password": "s3cret-pass", "name": "Eve"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(registered.status, StatusCode::CREATED, "{registered:?}");
+    let eve = shop.login(&eve, "s3cret-pass").await.unwrap();
+    let seen = shop
+        .call(
+            Method::GET,
+            &format!("/api/orders/{order}"),
+            Some(&eve),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(seen.status, StatusCode::NOT_FOUND, "{set:?}: {seen:?}");
+    let theirs = shop
+        .call(Method::GET, "/api/orders", Some(&eve), None)
+        .await
+        .unwrap();
+    assert_eq!(theirs.body["items"], json!([]), "{theirs:?}");
+    let paid_by_eve = pay(shop, &eve, &order, GOOD_CARD).await;
+    assert_eq!(
+        paid_by_eve.status,
+        StatusCode::NOT_FOUND,
+        "{set:?}: {paid_by_eve:?}"
+    );
+    assert_eq!(
+        order_becomes(shop, customer, &order, "PENDING_PAYMENT").await["id"],
+        order.as_str()
+    );
 
     // Paid with the good card at the paygate: confirmed, and the stock stays taken.
     let paid = pay(shop, customer, &order, GOOD_CARD).await;
