@@ -79,6 +79,12 @@ impl Answer {
 impl TestShop {
     /// Starts the shop on `set`, seeded with the test admin.
     pub async fn start(set: ComponentSet) -> anyhow::Result<Self> {
+        Self::start_with(set, &[]).await
+    }
+
+    /// Starts the shop on `set` with app settings (`SHOP_<APP>_...` entries, as
+    /// [`Options::settings`]).
+    pub async fn start_with(set: ComponentSet, settings: &[(&str, &str)]) -> anyhow::Result<Self> {
         let root = tempfile::tempdir().context("temp dir")?;
         let mut secrets = serde_json::Map::new();
         secrets.insert("admin-email".into(), json!(ADMIN_EMAIL));
@@ -99,6 +105,10 @@ impl TestShop {
         let mut options = Options::new(root.path());
         options.components = set.dir();
         options.port = 0;
+        options.settings = settings
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect();
         let shop = Shop::start(&options).await?;
         let mut observer = Stack::join(shop.topology(), root.path(), &options.components);
         let events = observer

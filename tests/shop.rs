@@ -540,6 +540,115 @@ async fn purchase(shop: &TestShop, set: ComponentSet, admin: &str, customer: &st
     .await;
 }
 
+/// How long an order waits for its payment in [`unpaid_and_cancelled`]: short, yet long
+/// enough for the cancelled order to be cancelled by its customer first.
+const PAYMENT_TIMEOUT: &str = "6";
+
+/// An order nobody pays is cancelled when its payment is due, and one its customer cancels is
+/// cancelled at once; both give their stock back.
+async fn unpaid_and_cancelled(set: ComponentSet) {
+    let shop = TestShop::start_with(
+        set,
+        &[(
+            "SHOP_ORDERS_ORDERS__PAYMENT_TIMEOUT_SECONDS",
+            PAYMENT_TIMEOUT,
+        )],
+    )
+    .await
+    .unwrap();
+    let admin = shop.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.unwrap();
+    let email = unique_email("bob");
+    let created = shop
+        .call(
+            Method::POST,
+            "/api/auth/register",
+            None,
+            Some(json!({"email": email, "password": "s3cret-pass", "name": "Bob"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+    let customer = shop.login(&email, "s3cret-pass").await.unwrap();
+    let added = shop
+        .call(
+            Method::POST,
+            "/api/products",
+            Some(&admin),
+            Some(product("Chair", "home", 4)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(added.status, StatusCode::CREATED, "{set:?}: {added:?}");
+    let chair = added.body["id"].as_str().unwrap().to_owned();
+
+    let key = uuid::Uuid::new_v4().to_string();
+    let placed = place(&shop, &customer, &key, &chair, 1).await;
+    assert_eq!(placed.status, StatusCode::CREATED, "{set:?}: {placed:?}");
+    let cancelled = placed.body["id"].as_str().unwrap().to_owned();
+    let answer = shop
+        .call(
+            Method::POST,
+            &format!("/api/orders/{cancelled}/cancel"),
+            Some(&customer),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(answer.status.is_success(), "{set:?}: {answer:?}");
+    let placed = place(
+        &shop,
+        &customer,
+        &uuid::Uuid::new_v4().to_string(),
+        &chair,
+        2,
+    )
+    .await;
+    assert_eq!(placed.status, StatusCode::CREATED, "{set:?}: {placed:?}");
+    let unpaid = placed.body["id"].as_str().unwrap().to_owned();
+
+    let order = order_becomes(&shop, &customer, &cancelled, "CANCELLED").await;
+    assert_eq!(
+        order["cancellation_reason"], "cancelled_by_customer",
+        "{order}"
+    );
+    let order = order_becomes(&shop, &customer, &unpaid, "CANCELLED").await;
+    assert_eq!(order["cancellation_reason"], "payment_timeout", "{order}");
+    stock_becomes(&shop, &chair, 4).await;
+    for (order, reason) in [
+        (&cancelled, "cancelled_by_customer"),
+        (&unpaid, "payment_timeout"),
+    ] {
+        shop.events
+            .wait_for("shop.order.cancelled.v1", EVENT_WAIT, |d| {
+                d["order_id"] == order.as_str() && d["reason"] == reason
+            })
+            .await
+            .unwrap();
+        notified(
+            &shop,
+            &customer,
+            order,
+            &["order_created", "order_cancelled"],
+        )
+        .await;
+    }
+    shop.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpaid_and_cancelled_orders_give_their_stock_back_on_the_embedded_default() {
+    tokio::time::timeout(TEST_LIMIT, unpaid_and_cancelled(ComponentSet::Local))
+        .await
+        .expect("the test finishes in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpaid_and_cancelled_orders_give_their_stock_back_on_postgres_and_rabbitmq() {
+    tokio::time::timeout(TEST_LIMIT, unpaid_and_cancelled(ComponentSet::RabbitMq))
+        .await
+        .expect("the test finishes in time");
+}
+
 /// A hung shop fails its test instead of hanging the suite.
 const TEST_LIMIT: Duration = Duration::from_secs(180);
 

@@ -53,6 +53,10 @@ pub struct Options {
     pub host: String,
     /// Port the gateway binds (0 = any free port).
     pub port: u16,
+    /// Settings for the apps as `SHOP_<APP>_...` entries, under the real environment (which
+    /// wins): how a test gives an app a value (a short payment timeout) without touching the
+    /// process environment.
+    pub settings: Vec<(String, String)>,
 }
 
 impl Options {
@@ -66,6 +70,7 @@ impl Options {
             config: None,
             host: "127.0.0.1".into(),
             port: 8080,
+            settings: Vec::new(),
         }
     }
 
@@ -151,7 +156,8 @@ impl Shop {
     /// Starts the payment provider simulator, outside the mesh: no sidecar.
     async fn start_paygate(&mut self, options: &Options) -> anyhow::Result<()> {
         let api_key = secrets::get(&options.secrets_file(), "paygate-api-key")?;
-        let presets = vec![("SHOP_PAYGATE_PAYGATE__API_KEY".to_owned(), api_key)];
+        let mut presets = options.settings.clone();
+        presets.push(("SHOP_PAYGATE_PAYGATE__API_KEY".to_owned(), api_key));
         let mut settings: shop_paygate::Settings = kit::settings::load_with(PAYGATE, presets)
             .map_err(|error| anyhow::anyhow!("{PAYGATE}: {error}"))?;
         settings.app.port = 0;
@@ -330,33 +336,27 @@ async fn build(
     options: &Options,
     paygate_url: Option<String>,
 ) -> anyhow::Result<Box<dyn Service>> {
-    fn settings<S>(app_id: &str) -> anyhow::Result<S>
-    where
-        S: serde::Serialize + serde::de::DeserializeOwned + Default + kit::settings::Validate,
-    {
-        kit::settings::load(app_id).map_err(|error| anyhow::anyhow!("{app_id}: {error}"))
-    }
     Ok(match app_id {
         "auth" => {
-            let mut settings: shop_auth::Settings = settings(app_id)?;
+            let mut settings: shop_auth::Settings = load_settings(app_id, options)?;
             settings.dapr = dapr;
             settings.app.port = 0;
             Box::new(shop_auth::App::build(settings).await?)
         }
         "inventory" => {
-            let mut settings: shop_inventory::Settings = settings(app_id)?;
+            let mut settings: shop_inventory::Settings = load_settings(app_id, options)?;
             settings.dapr = dapr;
             settings.app.port = 0;
             Box::new(shop_inventory::App::build(settings).await?)
         }
         "orders" => {
-            let mut settings: shop_orders::Settings = settings(app_id)?;
+            let mut settings: shop_orders::Settings = load_settings(app_id, options)?;
             settings.dapr = dapr;
             settings.app.port = 0;
             Box::new(shop_orders::App::build(settings).await?)
         }
         "payments" => {
-            let mut settings: shop_payments::Settings = settings(app_id)?;
+            let mut settings: shop_payments::Settings = load_settings(app_id, options)?;
             settings.dapr = dapr;
             settings.app.port = 0;
             // The paygate listens on a free port, which no secret file can know in advance.
@@ -366,13 +366,13 @@ async fn build(
             Box::new(shop_payments::App::build(settings).await?)
         }
         "notifications" => {
-            let mut settings: shop_notifications::Settings = settings(app_id)?;
+            let mut settings: shop_notifications::Settings = load_settings(app_id, options)?;
             settings.dapr = dapr;
             settings.app.port = 0;
             Box::new(shop_notifications::App::build(settings).await?)
         }
         GATEWAY => {
-            let mut settings: shop_gateway::Settings = settings(app_id)?;
+            let mut settings: shop_gateway::Settings = load_settings(app_id, options)?;
             settings.dapr = dapr;
             settings.app.host.clone_from(&options.host);
             settings.app.port = options.port;
@@ -380,6 +380,15 @@ async fn build(
         }
         other => anyhow::bail!("the launcher does not know the app {other:?}"),
     })
+}
+
+/// The settings of `app_id`: its file and environment over [`Options::settings`].
+fn load_settings<S>(app_id: &str, options: &Options) -> anyhow::Result<S>
+where
+    S: serde::Serialize + serde::de::DeserializeOwned + Default + kit::settings::Validate,
+{
+    kit::settings::load_with(app_id, options.settings.clone())
+        .map_err(|error| anyhow::anyhow!("{app_id}: {error}"))
 }
 
 /// The repository the launcher was built from, if it is still there: `cargo run` from a
