@@ -528,6 +528,53 @@ def check_dapr_references(overlay: str, objects: list[dict]) -> None:
             fail(f"{overlay}: Configuration/{name}", "accessControl must deny by default")
 
 
+INVOKE = re.compile(
+    r"\.invoke\(\s*Method::(?P<verb>[A-Z]+)\s*,[^;]*?(?:format!\()?\"(?P<path>/[^\"]*)\"",
+    re.S,
+)
+
+
+def invocations_in_apps() -> list[tuple[str, str, str, str]]:
+    """(caller app, HTTP verb, path, source) of every service invocation with a literal path in
+    apps/*/src; `{...}` placeholders become one path segment."""
+    calls = []
+    for source in sorted(ROOT.glob("apps/*/src/**/*.rs")):
+        app = source.relative_to(ROOT / "apps").parts[0]
+        for match in INVOKE.finditer(source.read_text()):
+            path = re.sub(r"\{[^}]*\}", "x", match["path"])
+            calls.append((app, match["verb"], path, str(source.relative_to(ROOT))))
+    return calls
+
+
+def operation_matches(name: str, path: str) -> bool:
+    """Dapr's accessControl operation names: `*` is one path segment, `**` any number."""
+    pattern = re.escape(name).replace(r"\*\*", ".*").replace(r"\*", "[^/]*")
+    return re.fullmatch(pattern, path) is not None
+
+
+def check_invocations_allowed(overlay: str, objects: list[dict]) -> None:
+    """Every call an app makes to another app through Dapr is allowed by accessControl."""
+    for name, configuration in by_kind(objects, "Configuration").items():
+        control = configuration["spec"].get("accessControl", {})
+        policies = {p["appId"]: p for p in control.get("policies", [])}
+        for app, verb, path, source in invocations_in_apps():
+            policy = policies.get(app)
+            if policy is None:
+                allowed = control.get("defaultAction") == "allow"
+            elif policy.get("defaultAction") == "allow":
+                allowed = True
+            else:
+                allowed = any(
+                    operation_matches(op["name"], path)
+                    and (verb in op.get("httpVerb", ["*"]) or "*" in op.get("httpVerb", ["*"]))
+                    and op.get("action") == "allow"
+                    for op in policy.get("operations", [])
+                )
+            if not allowed:
+                fail(f"{overlay}: Configuration/{name}",
+                     f"{app} calls {verb} {path} ({source}) but accessControl denies it")
+
+
 def check_broker_swap(rendered: dict[str, list[dict]]) -> None:
     """rabbitmq and kafka overlays of one environment differ only in the broker."""
     def rest(objects):
@@ -734,6 +781,7 @@ def main() -> int:
         check_components(name, objects, workspace)
         check_component_sets(name, objects)
         check_dapr_references(name, objects)
+        check_invocations_allowed(name, objects)
         check_secrets_documented(name, objects)
     check_broker_swap({k: v for k, v in rendered.items() if k not in ("base", "deployer")})
     if "rabbitmq" in rendered:
