@@ -9,7 +9,7 @@ use kit::testing::{Events, Stack};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use shop::{Options, Shop};
-use sidecar::testing::TestDatabase;
+use sidecar::testing::{TestDatabase, TestVhost};
 use tempfile::TempDir;
 
 /// The admin account every test shop is seeded with.
@@ -48,6 +48,7 @@ pub struct TestShop {
     http: reqwest::Client,
     base: String,
     _database: Option<TestDatabase>,
+    _vhost: Option<TestVhost>,
     _root: TempDir,
 }
 
@@ -89,12 +90,16 @@ impl TestShop {
         let mut secrets = serde_json::Map::new();
         secrets.insert("admin-email".into(), json!(ADMIN_EMAIL));
         secrets.insert("admin-password".into(), json!(ADMIN_PASSWORD));
-        let database = match set {
-            ComponentSet::Local => None,
+        // A database and a virtual host of its own, so that shops of tests running at the same
+        // time share neither rows nor queues.
+        let (database, vhost) = match set {
+            ComponentSet::Local => (None, None),
             ComponentSet::RabbitMq => {
                 let database = TestDatabase::create().await;
                 secrets.insert("postgres-url".into(), json!(database.connection_string()));
-                Some(database)
+                let vhost = TestVhost::create();
+                secrets.insert("rabbitmq-url".into(), json!(vhost.url()));
+                (Some(database), Some(vhost))
             }
         };
         std::fs::create_dir_all(root.path().join(".data"))?;
@@ -121,6 +126,7 @@ impl TestShop {
             events,
             http: reqwest::Client::new(),
             _database: database,
+            _vhost: vhost,
             _root: root,
         })
     }

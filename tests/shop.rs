@@ -649,6 +649,135 @@ async fn unpaid_and_cancelled_orders_give_their_stock_back_on_postgres_and_rabbi
         .expect("the test finishes in time");
 }
 
+/// Places an order, retrying while the shop asks to (503 while the stock check runs, 429 from
+/// the gateway's rate limit) with the same `Idempotency-Key`, as a client should.
+async fn place_until_answered(shop: &TestShop, token: &str, product: &str) -> Answer {
+    let key = uuid::Uuid::new_v4().to_string();
+    let deadline = tokio::time::Instant::now() + TEST_LIMIT;
+    loop {
+        let answer = place(shop, token, &key, product, 1).await;
+        let again = answer.status == StatusCode::SERVICE_UNAVAILABLE
+            || answer.status == StatusCode::TOO_MANY_REQUESTS;
+        if !again {
+            return answer;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{answer:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// 100 orders at once for a product with 20 in stock, from five customers: exactly 20 get the
+/// stock, the rest are rejected as out of stock, and the stock ends where the paid orders leave
+/// it once the others are cancelled.
+async fn no_oversell(set: ComponentSet) {
+    const STOCK: i64 = 20;
+    const ORDERS: usize = 100;
+    const PAID: usize = 5;
+    let shop = std::sync::Arc::new(TestShop::start(set).await.unwrap());
+    let admin = shop.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.unwrap();
+    let added = shop
+        .call(
+            Method::POST,
+            "/api/products",
+            Some(&admin),
+            Some(product("Lamp", "home", STOCK)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(added.status, StatusCode::CREATED, "{set:?}: {added:?}");
+    let lamp = added.body["id"].as_str().unwrap().to_owned();
+    let mut customers = Vec::new();
+    for n in 0..5 {
+        let email = unique_email(&format!("buyer{n}"));
+        let created = shop
+            .call(
+                Method::POST,
+                "/api/auth/register",
+                None,
+                Some(json!({"email": email, "password": "s3cret-pass", "name": "Buyer"})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+        customers.push(shop.login(&email, "s3cret-pass").await.unwrap());
+    }
+
+    let mut buyers = tokio::task::JoinSet::new();
+    for n in 0..ORDERS {
+        let (shop, lamp) = (shop.clone(), lamp.clone());
+        let token = customers[n % customers.len()].clone();
+        buyers.spawn(async move {
+            let answer = place_until_answered(&shop, &token, &lamp).await;
+            (token, answer)
+        });
+    }
+    let mut accepted = Vec::new();
+    let mut rejected = 0;
+    while let Some(joined) = buyers.join_next().await {
+        let (token, answer) = joined.unwrap();
+        assert_eq!(answer.status, StatusCode::CREATED, "{set:?}: {answer:?}");
+        match answer.body["status"].as_str().unwrap() {
+            "PENDING_PAYMENT" => {
+                accepted.push((token, answer.body["id"].as_str().unwrap().to_owned()))
+            }
+            "REJECTED" => {
+                assert_eq!(
+                    answer.body["rejection"]["reason"], "out_of_stock",
+                    "{answer:?}"
+                );
+                rejected += 1;
+            }
+            other => panic!("{set:?}: unexpected status {other}: {answer:?}"),
+        }
+    }
+    assert_eq!(accepted.len(), STOCK as usize, "{set:?}");
+    assert_eq!(rejected, ORDERS - STOCK as usize, "{set:?}");
+    stock_becomes(&shop, &lamp, 0).await;
+
+    for (token, order) in &accepted[..PAID] {
+        let paid = pay(&shop, token, order, "4242424242424242").await;
+        assert_eq!(paid.status, StatusCode::CREATED, "{set:?}: {paid:?}");
+    }
+    for (token, order) in &accepted[PAID..] {
+        let answer = shop
+            .call(
+                Method::POST,
+                &format!("/api/orders/{order}/cancel"),
+                Some(token),
+                None,
+            )
+            .await
+            .unwrap();
+        assert!(answer.status.is_success(), "{set:?}: {answer:?}");
+    }
+    for (token, order) in &accepted[..PAID] {
+        order_becomes(&shop, token, order, "CONFIRMED").await;
+    }
+    for (token, order) in &accepted[PAID..] {
+        order_becomes(&shop, token, order, "CANCELLED").await;
+    }
+    stock_becomes(&shop, &lamp, STOCK - PAID as i64).await;
+    std::sync::Arc::into_inner(shop)
+        .unwrap()
+        .stop()
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_buyers_of_twenty_lamps_get_exactly_twenty_on_the_embedded_default() {
+    tokio::time::timeout(TEST_LIMIT, no_oversell(ComponentSet::Local))
+        .await
+        .expect("the test finishes in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_buyers_of_twenty_lamps_get_exactly_twenty_on_postgres_and_rabbitmq() {
+    tokio::time::timeout(TEST_LIMIT, no_oversell(ComponentSet::RabbitMq))
+        .await
+        .expect("the test finishes in time");
+}
+
 /// A hung shop fails its test instead of hanging the suite.
 const TEST_LIMIT: Duration = Duration::from_secs(180);
 

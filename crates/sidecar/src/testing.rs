@@ -1,5 +1,6 @@
 //! Scratch space on the real local infrastructure for tests, here and in the apps: a PostgreSQL
-//! database and a Redis key prefix that exist for one test and are removed afterwards.
+//! database, a RabbitMQ virtual host and a Redis key prefix that exist for one test and are
+//! removed afterwards.
 
 /// The local PostgreSQL the tests use (trust authentication).
 pub const POSTGRES: &str = "host=127.0.0.1 port=5432 user=postgres";
@@ -47,6 +48,51 @@ impl TestDatabase {
     pub fn connection_string(&self) -> String {
         format!("{POSTGRES} dbname={}", self.name)
     }
+}
+
+/// A RabbitMQ virtual host created for one test (with every permission for `guest`) and deleted
+/// when this value is: exchanges and queues of tests running at the same time never meet.
+#[derive(Debug)]
+pub struct TestVhost {
+    /// The virtual host's name.
+    pub name: String,
+}
+
+impl TestVhost {
+    /// Creates a fresh virtual host on the local broker through `rabbitmqctl`.
+    ///
+    /// # Panics
+    /// When `rabbitmqctl` cannot run or fails: the tests cannot run without it.
+    pub fn create() -> Self {
+        let name = unique("shop-test-");
+        rabbitmqctl(&["add_vhost", &name]);
+        rabbitmqctl(&["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"]);
+        Self { name }
+    }
+
+    /// An AMQP URL for `guest` on it.
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:5672/{}", self.name)
+    }
+}
+
+impl Drop for TestVhost {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["delete_vhost", &self.name])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+fn rabbitmqctl(args: &[&str]) {
+    let status = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("rabbitmqctl runs: {e}"));
+    assert!(status.success(), "rabbitmqctl {args:?} failed");
 }
 
 /// Runs `work` to completion on a runtime of its own: `Drop` may run inside or outside one.

@@ -33,7 +33,7 @@ struct Set {
     _database: Option<TestDatabase>,
     _kafka:
         Option<rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>>,
-    _vhost: Option<crate::pubsub::Cleanup>,
+    _vhost: Option<sidecar::testing::TestVhost>,
     _redis: Option<crate::support::RedisKeys>,
 }
 
@@ -59,33 +59,9 @@ async fn prepare(name: &'static str) -> Set {
     }
     match name {
         "rabbitmq" => {
-            let vhost = unique("sidecar-scenario-");
-            for args in [
-                vec!["add_vhost", vhost.as_str()],
-                vec![
-                    "set_permissions",
-                    "-p",
-                    vhost.as_str(),
-                    "guest",
-                    ".*",
-                    ".*",
-                    ".*",
-                ],
-            ] {
-                let status = std::process::Command::new("rabbitmqctl")
-                    .args(&args)
-                    .stdout(std::process::Stdio::null())
-                    .status()
-                    .expect("rabbitmqctl");
-                assert!(status.success());
-            }
-            secrets["rabbitmq-url"] = json!(format!("amqp://guest:guest@127.0.0.1:5672/{vhost}"));
-            set._vhost = Some(crate::pubsub::Cleanup(Box::new(move || {
-                let _ = std::process::Command::new("rabbitmqctl")
-                    .args(["delete_vhost", &vhost])
-                    .stdout(std::process::Stdio::null())
-                    .status();
-            })));
+            let vhost = sidecar::testing::TestVhost::create();
+            secrets["rabbitmq-url"] = json!(vhost.url());
+            set._vhost = Some(vhost);
         }
         "kafka" => {
             let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
