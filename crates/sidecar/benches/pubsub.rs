@@ -44,6 +44,8 @@
 //! `PUBSUB_BENCH_LATENCY` (sequential samples per path, default 300),
 //! `PUBSUB_BENCH_KAFKA_LATENCY` (the same for Kafka, default 20: see the doc),
 //! `PUBSUB_BENCH_WARMUP` (messages per path before measuring, default 200),
+//! `PUBSUB_BENCH_PATHS` (the paths to measure, comma-separated: `direct`, `reference` (the
+//! halves), `message` (the sidecar per message), `bulk`; all by default),
 //! `PUBSUB_BENCH_IDLE` (seconds of idling before one last message per path, default 5),
 //! `SIDECAR_BENCH_WORKERS` (worker threads of the servers' runtime, default 2). Arguments that
 //! do not start with `-` select brokers by substring (`cargo bench ... -- rabbitmq`). Without
@@ -1241,6 +1243,18 @@ struct Versus {
     added_p50_us: Option<f64>,
 }
 
+/// Whether `PUBSUB_BENCH_PATHS` (comma-separated path names: `direct`, `reference`,
+/// `message`, `bulk`; all when unset) selects paths of this role.
+fn path_selected(role: Role) -> bool {
+    let Ok(names) = std::env::var("PUBSUB_BENCH_PATHS") else {
+        return true;
+    };
+    names
+        .split(',')
+        .map(str::trim)
+        .any(|name| !name.is_empty() && role.path_name().contains(name))
+}
+
 impl Role {
     /// The name of a sidecar path in the summary.
     fn path_name(self) -> &'static str {
@@ -1516,6 +1530,7 @@ fn run_broker(
             publisher: side.bulk_publisher(&topics.sidecar_bulk),
             collector: collectors.sidecar_bulk.clone(),
         });
+        paths.retain(|path| path_selected(path.role));
         let measured = measure(&paths, settings, latency_count).await;
         // What was logged while measuring (not what stopping everything logs).
         let logged = warnings::take();

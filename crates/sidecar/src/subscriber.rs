@@ -14,9 +14,9 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, StatusCode};
 use http_body_util::BodyExt as _;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use crate::pubsub::envelope::{self, CLOUDEVENTS_JSON};
+use crate::pubsub::envelope::{self, CLOUDEVENTS_JSON, EnvelopeHead};
 use crate::pubsub::{
     BatchLimits, BulkHandler, Handler, HandlerError, Message, PublishRequest, SubscribeRequest,
 };
@@ -329,11 +329,11 @@ impl Runtime {
                 return self.dead_letter_or_retry(subscription, &message).await;
             }
         };
-        if envelope::has_expired(&event.cloud_event) {
+        if event.head.has_expired() {
             tracing::warn!(topic = %subscription.topic, "dropping expired pub/sub event");
             return self.dead_letter_or_drop(subscription, &message).await;
         }
-        let path = match route(subscription, &event.cloud_event) {
+        let path = match route(subscription, &event.body) {
             Ok(Some(path)) => path,
             Ok(None) => {
                 tracing::debug!(topic = %subscription.topic, "no route matched; dropping the event");
@@ -418,7 +418,7 @@ impl Runtime {
         }
     }
 
-    /// The envelope the app receives and the map CEL rules see.
+    /// The envelope the app receives, and what delivery reads from it.
     fn prepare(&self, subscription: &Compiled, message: &Message) -> Result<PreparedEvent, String> {
         if subscription.raw_payload {
             let traceparent = message.metadata.get("traceparent").map(String::as_str);
@@ -428,21 +428,18 @@ impl Runtime {
                 &subscription.topic,
                 traceparent,
             );
-            let body = serde_json::to_vec(&Value::Object(cloud_event.clone()))
-                .map_err(|e| e.to_string())?;
+            let head = EnvelopeHead::of(&cloud_event);
+            let body =
+                serde_json::to_vec(&Value::Object(cloud_event)).map_err(|e| e.to_string())?;
             return Ok(PreparedEvent {
-                cloud_event,
+                head,
                 body: Bytes::from(body),
             });
         }
-        match serde_json::from_slice::<Value>(&message.data) {
-            Ok(Value::Object(cloud_event)) => Ok(PreparedEvent {
-                cloud_event,
-                body: message.data.clone(),
-            }),
-            Ok(_) => Err("the message is not a JSON object".into()),
-            Err(error) => Err(error.to_string()),
-        }
+        Ok(PreparedEvent {
+            head: EnvelopeHead::read(&message.data)?,
+            body: message.data.clone(),
+        })
     }
 
     /// Posts the event to the app once and reads its answer.
@@ -474,12 +471,11 @@ impl Runtime {
             http::header::CONTENT_TYPE,
             HeaderValue::from_static(CLOUDEVENTS_JSON),
         );
-        for key in ["traceparent", "tracestate"] {
-            if let Some(value) = event
-                .cloud_event
-                .get(key)
-                .and_then(Value::as_str)
-                .filter(|v| !v.is_empty())
+        for (key, value) in [
+            ("traceparent", &event.head.traceparent),
+            ("tracestate", &event.head.tracestate),
+        ] {
+            if let Some(value) = value.as_deref().filter(|v| !v.is_empty())
                 && let Ok(value) = HeaderValue::from_str(value)
             {
                 headers.insert(key, value);
@@ -577,10 +573,10 @@ impl Runtime {
             let prepared = self.prepare(subscription, message);
             let result = match prepared {
                 Err(_) => Some(self.dead_letter_or_retry(subscription, message).await),
-                Ok(event) if envelope::has_expired(&event.cloud_event) => {
+                Ok(event) if event.head.has_expired() => {
                     Some(self.dead_letter_or_drop(subscription, message).await)
                 }
-                Ok(event) => match route(subscription, &event.cloud_event) {
+                Ok(event) => match route(subscription, &event.body) {
                     Ok(Some(path)) => {
                         by_path.entry(path).or_default().push((index, event));
                         None
@@ -655,23 +651,11 @@ impl Runtime {
         path: &str,
         entries: &[(String, &PreparedEvent, &Message)],
     ) -> Result<Vec<Outcome>, HandlerError> {
-        let body = serde_json::json!({
-            "id": uuid::Uuid::new_v4().to_string(),
-            "entries": entries.iter().map(|(id, event, message)| serde_json::json!({
-                "entryId": id,
-                "event": Value::Object(event.cloud_event.clone()),
-                "metadata": message.metadata,
-                "contentType": CLOUDEVENTS_JSON,
-            })).collect::<Vec<_>>(),
-            "metadata": {"pubsubName": subscription.pubsub},
-            "pubsubname": subscription.pubsub,
-            "topic": subscription.topic,
-            "type": "com.dapr.event.sent.bulk",
-        });
+        let body = bulk_body(subscription, entries);
         let request = Request::post(normalize_path(path))
             .header(http::header::CONTENT_TYPE, "application/json")
             .header("pubsubname", subscription.pubsub.as_str())
-            .body(Body::from(body.to_string()));
+            .body(Body::from(body));
         let Ok(request) = request else {
             return Ok(vec![Outcome::Retry(None); entries.len()]);
         };
@@ -696,20 +680,70 @@ impl Runtime {
     }
 }
 
+/// The body of a bulk delivery (daprd's `BulkSubscribeEnvelope`). Each entry's `event` is the
+/// envelope's own bytes, written as they are: [`Runtime::prepare`] has read them as a JSON
+/// object already, so they need not be parsed into a tree and written out again.
+fn bulk_body(subscription: &Compiled, entries: &[(String, &PreparedEvent, &Message)]) -> Vec<u8> {
+    let event_bytes: usize = entries.iter().map(|(_, event, _)| event.body.len()).sum();
+    let mut body = Vec::with_capacity(event_bytes + entries.len() * 128 + 256);
+    body.extend_from_slice(b"{\"entries\":[");
+    for (n, (id, event, message)) in entries.iter().enumerate() {
+        if n > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(b"{\"contentType\":");
+        push_json(&mut body, &CLOUDEVENTS_JSON);
+        body.extend_from_slice(b",\"entryId\":");
+        push_json(&mut body, id);
+        body.extend_from_slice(b",\"event\":");
+        body.extend_from_slice(&event.body);
+        body.extend_from_slice(b",\"metadata\":");
+        push_json(&mut body, &message.metadata);
+        body.push(b'}');
+    }
+    body.extend_from_slice(b"],\"id\":");
+    push_json(&mut body, &uuid::Uuid::new_v4().to_string());
+    body.extend_from_slice(b",\"metadata\":{\"pubsubName\":");
+    push_json(&mut body, &subscription.pubsub);
+    body.extend_from_slice(b"},\"pubsubname\":");
+    push_json(&mut body, &subscription.pubsub);
+    body.extend_from_slice(b",\"topic\":");
+    push_json(&mut body, &subscription.topic);
+    body.extend_from_slice(b",\"type\":\"com.dapr.event.sent.bulk\"}");
+    body
+}
+
+/// Appends `value` as JSON.
+fn push_json<T: Serialize + ?Sized>(body: &mut Vec<u8>, value: &T) {
+    // Strings and maps of strings into a Vec: serde_json cannot fail on these.
+    let _ = serde_json::to_writer(&mut *body, value);
+}
+
 /// An envelope ready for delivery.
 struct PreparedEvent {
-    cloud_event: Map<String, Value>,
+    /// What delivery reads from it.
+    head: EnvelopeHead,
+    /// The envelope as the app receives it: one JSON object.
     body: Bytes,
 }
 
-/// The first route whose rule holds (an empty rule always holds).
-fn route(subscription: &Compiled, event: &Map<String, Value>) -> Result<Option<String>, String> {
+/// The first route whose rule holds (an empty rule always holds). The event is parsed for the
+/// rules only when there is a rule to evaluate, and then once.
+fn route(subscription: &Compiled, event: &[u8]) -> Result<Option<String>, String> {
+    let mut fields: Option<cel::Value> = None;
     for route in &subscription.routes {
         let Some(program) = &route.program else {
             return Ok(Some(route.path.clone()));
         };
+        let value = match &fields {
+            Some(value) => value.clone(),
+            None => {
+                let parsed: Value = serde_json::from_slice(event).map_err(|e| e.to_string())?;
+                let value = cel::to_value(parsed).map_err(|e| e.to_string())?;
+                fields.insert(value).clone()
+            }
+        };
         let mut context = cel::Context::default();
-        let value = cel::to_value(Value::Object(event.clone())).map_err(|e| e.to_string())?;
         context.add_variable_from_value("event", value);
         match program.execute(&context) {
             Ok(cel::Value::Bool(true)) => return Ok(Some(route.path.clone())),
@@ -794,14 +828,16 @@ fn bulk_outcomes<'a>(
     let Ok(reply) = serde_json::from_slice::<BulkReply>(body) else {
         return vec![Outcome::Retry(None); ids.len()];
     };
+    // As a map, the first status for an id counts, and a batch is not searched once per entry.
+    let mut statuses = std::collections::HashMap::with_capacity(reply.statuses.len());
+    for status in &reply.statuses {
+        statuses
+            .entry(status.entry_id.as_str())
+            .or_insert(status.status.as_str());
+    }
     ids.iter()
         .map(|id| {
-            match reply
-                .statuses
-                .iter()
-                .find(|s| s.entry_id == *id)
-                .map(|s| s.status.as_str())
-            {
+            match statuses.get(id).copied() {
                 Some("SUCCESS") => Outcome::Success,
                 Some("DROP") => Outcome::Drop,
                 _ => Outcome::Retry(None),
@@ -882,10 +918,7 @@ mod tests {
             dead_letter_topic: None,
             raw_payload: false,
         };
-        let event = |value: Value| match value {
-            Value::Object(map) => map,
-            _ => unreachable!(),
-        };
+        let event = |value: Value| value.to_string().into_bytes();
         assert_eq!(
             route(
                 &subscription,

@@ -582,11 +582,12 @@ async fn publish_no_topic(
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct HttpBulkEntry {
+struct HttpBulkEntry<'a> {
     #[serde(default)]
     entry_id: String,
-    #[serde(default)]
-    event: serde_json::Value,
+    /// The event as sent: JSON events are passed on as they are, not parsed into a tree.
+    #[serde(default, borrow)]
+    event: Option<&'a RawValue>,
     #[serde(default)]
     content_type: String,
     #[serde(default)]
@@ -594,7 +595,7 @@ struct HttpBulkEntry {
 }
 
 /// daprd's `ConvertEventToBytes`: how a bulk entry's JSON `event` becomes bytes, by content type.
-fn entry_bytes(entry: &HttpBulkEntry) -> Option<Bytes> {
+fn entry_bytes(entry: &HttpBulkEntry<'_>) -> Option<Bytes> {
     let media = entry
         .content_type
         .split(';')
@@ -602,21 +603,19 @@ fn entry_bytes(entry: &HttpBulkEntry) -> Option<Bytes> {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    match (media.as_str(), &entry.event) {
-        ("application/octet-stream", serde_json::Value::String(text)) => {
-            base64::engine::general_purpose::STANDARD
-                .decode(text)
-                .ok()
-                .map(Bytes::from)
+    let text = || entry.event.and_then(|raw| serde_json::from_str::<String>(raw.get()).ok());
+    match media.as_str() {
+        "application/octet-stream" => base64::engine::general_purpose::STANDARD
+            .decode(text()?)
+            .ok()
+            .map(Bytes::from),
+        media if media.starts_with("text/") || media == "application/xml" => {
+            text().map(Bytes::from)
         }
-        (media, serde_json::Value::String(text))
-            if media.starts_with("text/") || media == "application/xml" =>
-        {
-            Some(Bytes::from(text.clone()))
-        }
-        ("application/json" | "application/cloudevents+json", event) => {
-            serde_json::to_vec(event).ok().map(Bytes::from)
-        }
+        "application/json" | "application/cloudevents+json" => Some(match entry.event {
+            Some(raw) => Bytes::copy_from_slice(raw.get().as_bytes()),
+            None => Bytes::from_static(b"null"),
+        }),
         _ => None,
     }
 }

@@ -4,14 +4,19 @@
 //! `datacontenttype`, `data` or `data_base64`, `topic`, `pubsubname`, `traceid`, `traceparent`,
 //! `tracestate`, `time`, and `expiration` for a TTL the broker cannot enforce). A body sent as
 //! `application/cloudevents+json` is kept and completed. Keys come out sorted, as Go's
-//! `json.Marshal` writes maps.
+//! `json.Marshal` writes maps. A JSON body is embedded as it was sent; daprd decodes and
+//! re-encodes it, which sorts its keys and rounds numbers to doubles, so the two differ only in
+//! whitespace, key order and integers beyond 2^53.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// Content type of a CloudEvent in structured mode.
@@ -86,90 +91,112 @@ fn now_rfc3339() -> String {
 /// Builds the envelope for a publish. `broker_ttl` says whether the component enforces TTLs
 /// itself (then no `expiration` is written).
 pub fn build(input: &EnvelopeInput<'_>, broker_ttl: bool) -> Result<Bytes, EnvelopeError> {
-    let mut event = if is_cloud_event(input.content_type) {
-        complete(input)?
+    let expiration = message_ttl(input.metadata)
+        .filter(|_| !broker_ttl)
+        .map(|ttl| {
+            let expires =
+                Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+            expires.to_rfc3339_opts(SecondsFormat::Secs, true)
+        });
+    let written = if is_cloud_event(input.content_type) {
+        let mut event = complete(input)?;
+        if let Some(expiration) = expiration {
+            event.insert("expiration".into(), Value::String(expiration));
+        }
+        serde_json::to_vec(&Value::Object(event))
     } else {
-        wrap(input)
+        let mut event = wrap(input);
+        if let Some(expiration) = expiration {
+            event.insert("expiration", Field::Text(expiration.into()));
+        }
+        serde_json::to_vec(&event)
     };
-    if !broker_ttl && let Some(ttl) = message_ttl(input.metadata) {
-        let expires = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
-        event.insert(
-            "expiration".into(),
-            Value::String(expires.to_rfc3339_opts(SecondsFormat::Secs, true)),
-        );
-    }
-    serde_json::to_vec(&Value::Object(event))
+    written
         .map(Bytes::from)
         .map_err(|e| EnvelopeError(e.to_string()))
 }
 
-/// Wraps a plain body.
-fn wrap(input: &EnvelopeInput<'_>) -> Map<String, Value> {
+/// A value of a wrapped envelope: text, or the body's own JSON, written as it came (a
+/// publish is not parsed into a tree only to be written out again).
+enum Field<'a> {
+    Text(Cow<'a, str>),
+    Json(&'a RawValue),
+}
+
+impl Serialize for Field<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Text(text) => serializer.serialize_str(text),
+            Self::Json(raw) => raw.serialize(serializer),
+        }
+    }
+}
+
+/// Wraps a plain body. The map keeps the keys sorted, as Go writes them.
+fn wrap<'a>(input: &EnvelopeInput<'a>) -> BTreeMap<&'static str, Field<'a>> {
     let content_type = if input.content_type.is_empty() {
         "text/plain"
     } else {
         input.content_type
     };
     let media = media_type(content_type);
-    let string = |key: &str, default: &str| {
-        Value::String(
-            metadata_value(input.metadata, &format!("cloudevent.{key}"))
-                .unwrap_or(default)
-                .to_owned(),
+    let metadata = input.metadata;
+    let text = |key: &str, default: Cow<'a, str>| -> Field<'a> {
+        Field::Text(
+            metadata_value(metadata, &format!("cloudevent.{key}"))
+                .map_or(default, Cow::Borrowed),
         )
     };
-    let mut event = Map::new();
-    event.insert("id".into(), string("id", &uuid::Uuid::new_v4().to_string()));
+    let mut event = BTreeMap::new();
     event.insert(
-        "source".into(),
-        string(
-            "source",
-            if input.source.is_empty() {
-                "Dapr"
-            } else {
-                input.source
-            },
-        ),
+        "id",
+        text("id", Cow::Owned(uuid::Uuid::new_v4().to_string())),
     );
-    event.insert("type".into(), string("type", DEFAULT_TYPE));
-    event.insert("specversion".into(), Value::String("1.0".into()));
-    event.insert(
-        "datacontenttype".into(),
-        Value::String(content_type.to_owned()),
-    );
+    let source = if input.source.is_empty() {
+        "Dapr"
+    } else {
+        input.source
+    };
+    event.insert("source", text("source", Cow::Borrowed(source)));
+    event.insert("type", text("type", Cow::Borrowed(DEFAULT_TYPE)));
+    event.insert("specversion", Field::Text(Cow::Borrowed("1.0")));
+    event.insert("datacontenttype", Field::Text(Cow::Borrowed(content_type)));
+    let as_text = || Field::Text(String::from_utf8_lossy(input.data));
     match media.as_str() {
+        // JSON that does not parse is carried as text, as daprd does.
         "application/json" => {
-            let data = serde_json::from_slice::<Value>(input.data).unwrap_or_else(|_| {
-                Value::String(String::from_utf8_lossy(input.data).into_owned())
-            });
-            event.insert("data".into(), data);
+            let data = serde_json::from_slice::<&RawValue>(input.data)
+                .map_or_else(|_| as_text(), Field::Json);
+            event.insert("data", data);
         }
         "application/octet-stream"
         | "application/x-protobuf"
         | "application/cloudevents+protobuf" => {
             event.insert(
-                "data_base64".into(),
-                Value::String(base64::engine::general_purpose::STANDARD.encode(input.data)),
+                "data_base64",
+                Field::Text(Cow::Owned(
+                    base64::engine::general_purpose::STANDARD.encode(input.data),
+                )),
             );
         }
         _ => {
-            event.insert(
-                "data".into(),
-                Value::String(String::from_utf8_lossy(input.data).into_owned()),
-            );
+            event.insert("data", as_text());
         }
     }
-    event.insert("topic".into(), Value::String(input.topic.to_owned()));
-    event.insert("pubsubname".into(), Value::String(input.pubsub.to_owned()));
-    let traceparent = metadata_value(input.metadata, "cloudevent.traceparent")
-        .or_else(|| metadata_value(input.metadata, "cloudevent.traceid"))
+    event.insert("topic", Field::Text(Cow::Borrowed(input.topic)));
+    event.insert("pubsubname", Field::Text(Cow::Borrowed(input.pubsub)));
+    let traceparent = metadata_value(metadata, "cloudevent.traceparent")
+        .or_else(|| metadata_value(metadata, "cloudevent.traceid"))
         .unwrap_or(input.traceparent);
-    event.insert("traceid".into(), Value::String(traceparent.to_owned()));
-    event.insert("traceparent".into(), Value::String(traceparent.to_owned()));
-    event.insert("tracestate".into(), string("tracestate", input.tracestate));
-    event.insert("time".into(), Value::String(now_rfc3339()));
-    if let Some(subject) = metadata_value(input.metadata, "cloudevent.subject") {
-        event.insert("subject".into(), Value::String(subject.to_owned()));
+    event.insert("traceid", Field::Text(Cow::Borrowed(traceparent)));
+    event.insert("traceparent", Field::Text(Cow::Borrowed(traceparent)));
+    event.insert(
+        "tracestate",
+        text("tracestate", Cow::Borrowed(input.tracestate)),
+    );
+    event.insert("time", Field::Text(Cow::Owned(now_rfc3339())));
+    if let Some(subject) = metadata_value(metadata, "cloudevent.subject") {
+        event.insert("subject", Field::Text(Cow::Borrowed(subject)));
     }
     event
 }
@@ -245,13 +272,94 @@ pub fn from_raw_payload(
     event
 }
 
-/// Whether an envelope's `expiration` has passed.
-pub fn has_expired(event: &Map<String, Value>) -> bool {
-    event
-        .get("expiration")
-        .and_then(Value::as_str)
-        .and_then(|text| DateTime::parse_from_rfc3339(text).ok())
-        .is_some_and(|expires| expires < Utc::now())
+/// What delivery needs from an envelope: when it expires and its trace context. Reading only
+/// these (everything else is skipped, not built into a tree) spares a delivery from parsing
+/// each event into a map it does not look at; routing rules read the whole event when a
+/// subscription has them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnvelopeHead {
+    /// `expiration` (RFC 3339), for TTLs the broker does not enforce.
+    pub expiration: Option<String>,
+    /// `traceparent`.
+    pub traceparent: Option<String>,
+    /// `tracestate`.
+    pub tracestate: Option<String>,
+}
+
+impl EnvelopeHead {
+    /// Reads the head of an envelope; fails unless the bytes are one JSON object.
+    pub fn read(bytes: &[u8]) -> Result<Self, String> {
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    }
+
+    /// The head of an envelope already parsed.
+    pub fn of(event: &Map<String, Value>) -> Self {
+        let text = |key: &str| event.get(key).and_then(Value::as_str).map(str::to_owned);
+        Self {
+            expiration: text("expiration"),
+            traceparent: text("traceparent"),
+            tracestate: text("tracestate"),
+        }
+    }
+
+    /// Whether the envelope's `expiration` has passed.
+    pub fn has_expired(&self) -> bool {
+        self.expiration
+            .as_deref()
+            .and_then(|text| DateTime::parse_from_rfc3339(text).ok())
+            .is_some_and(|expires| expires < Utc::now())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for EnvelopeHead {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(field_identifier, rename_all = "lowercase")]
+        enum Field {
+            Expiration,
+            Traceparent,
+            Tracestate,
+            #[serde(other)]
+            Other,
+        }
+
+        struct HeadVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for HeadVisitor {
+            type Value = EnvelopeHead;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a CloudEvent (a JSON object)")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<EnvelopeHead, A::Error> {
+                let mut head = EnvelopeHead::default();
+                // As with a parsed map, a repeated attribute's last value counts, and one that
+                // is not a string is as good as absent.
+                while let Some(field) = map.next_key::<Field>()? {
+                    let slot = match field {
+                        Field::Expiration => &mut head.expiration,
+                        Field::Traceparent => &mut head.traceparent,
+                        Field::Tracestate => &mut head.tracestate,
+                        Field::Other => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = match map.next_value::<Value>()? {
+                        Value::String(text) => Some(text),
+                        _ => None,
+                    };
+                }
+                Ok(head)
+            }
+        }
+
+        deserializer.deserialize_map(HeadVisitor)
+    }
 }
 
 #[cfg(test)]
@@ -363,7 +471,7 @@ mod tests {
         let expiration = DateTime::parse_from_rfc3339(event["expiration"].as_str().expect("set"))
             .expect("RFC 3339");
         assert!(expiration > Utc::now());
-        assert!(!has_expired(&event));
+        assert!(!EnvelopeHead::of(&event).has_expired());
         let native = parse(&build(&input("text/plain", b"x", &metadata), true).expect("builds"));
         assert!(native.get("expiration").is_none());
         let mut old = event.clone();
@@ -371,6 +479,27 @@ mod tests {
             "expiration".into(),
             Value::String("2001-01-01T00:00:00Z".into()),
         );
-        assert!(has_expired(&old));
+        assert!(EnvelopeHead::of(&old).has_expired());
+        let bytes = serde_json::to_vec(&old).expect("JSON");
+        assert_eq!(
+            EnvelopeHead::read(&bytes),
+            Ok(EnvelopeHead::of(&old)),
+            "reading only the head finds what the parsed map holds"
+        );
+        assert!(EnvelopeHead::read(&bytes).expect("an object").has_expired());
+    }
+
+    #[test]
+    fn the_head_is_read_from_an_object_only() {
+        let head = EnvelopeHead::read(
+            br#"{"data":{"traceparent":"inner"},"traceparent":"00-a-b-01","tracestate":7,"id":"x"}"#,
+        )
+        .expect("an object");
+        assert_eq!(head.traceparent.as_deref(), Some("00-a-b-01"));
+        assert_eq!(head.tracestate, None, "a number is no tracestate");
+        assert_eq!(head.expiration, None);
+        assert!(EnvelopeHead::read(br#"["00-a-b-01"]"#).is_err());
+        assert!(EnvelopeHead::read(b"{\"id\":").is_err());
+        assert!(EnvelopeHead::read(b"{} trailing").is_err());
     }
 }

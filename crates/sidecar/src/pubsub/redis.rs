@@ -33,6 +33,8 @@ use super::{
 };
 use crate::resources::{ComponentMetadata, ResourceError};
 
+/// How long a publish may wait for Redis before it fails the caller.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a blocking read may take beyond its `BLOCK` time before it counts as failed.
 const READ_GRACE: Duration = Duration::from_secs(2);
 
@@ -110,14 +112,10 @@ impl RedisStreams {
     }
 }
 
-#[async_trait]
-impl PubSub for RedisStreams {
-    fn features(&self) -> Features {
-        Features::default()
-    }
-
-    async fn publish(&self, request: &PublishRequest) -> anyhow::Result<()> {
-        let mut connection = self.connection.clone();
+impl RedisStreams {
+    /// The `XADD` of one message: its bytes and its metadata as JSON, as components-contrib
+    /// writes entries.
+    fn xadd(&self, request: &PublishRequest) -> anyhow::Result<redis::Cmd> {
         let metadata = serde_json::to_string(&request.metadata)?;
         let mut command = redis::cmd("XADD");
         command.arg(&request.topic);
@@ -130,14 +128,62 @@ impl PubSub for RedisStreams {
             .arg(request.data.as_ref())
             .arg("metadata")
             .arg(metadata);
+        Ok(command)
+    }
+}
+
+/// The same failure for every entry of a bulk publish.
+fn fail_all(count: usize, error: &str) -> Vec<anyhow::Result<()>> {
+    (0..count).map(|_| Err(anyhow!("{error}"))).collect()
+}
+
+#[async_trait]
+impl PubSub for RedisStreams {
+    /// No `BULK_PUBLISH`: components-contrib's Redis component has no bulk publisher, so
+    /// daprd reports none (a bulk publish here is still one pipeline, see below).
+    fn features(&self) -> Features {
+        Features::default()
+    }
+
+    async fn publish(&self, request: &PublishRequest) -> anyhow::Result<()> {
+        let mut connection = self.connection.clone();
+        let command = self.xadd(request)?;
         let _: String = tokio::time::timeout(
-            Duration::from_secs(10),
+            PUBLISH_TIMEOUT,
             command.query_async(&mut connection),
         )
         .await
         .map_err(|_| anyhow!("timed out publishing to Redis"))?
         .context("XADD failed")?;
         Ok(())
+    }
+
+    /// One pipeline of `XADD`s: one write and one read on the connection for the whole batch.
+    /// Each entry keeps its own result (an `XADD` Redis refuses fails only its entry).
+    async fn bulk_publish(&self, requests: &[PublishRequest]) -> Vec<anyhow::Result<()>> {
+        let mut pipeline = redis::pipe();
+        pipeline.ignore_errors();
+        for request in requests {
+            match self.xadd(request) {
+                Ok(command) => pipeline.add_command(command),
+                Err(error) => return fail_all(requests.len(), &format!("{error:#}")),
+            };
+        }
+        let mut connection = self.connection.clone();
+        let answered: Result<redis::RedisResult<Vec<redis::RedisResult<String>>>, _> =
+            tokio::time::timeout(PUBLISH_TIMEOUT, pipeline.query_async(&mut connection)).await;
+        match answered {
+            Err(_) => fail_all(requests.len(), "timed out publishing to Redis"),
+            Ok(Err(error)) => fail_all(requests.len(), &format!("XADD failed: {error}")),
+            Ok(Ok(results)) if results.len() != requests.len() => fail_all(
+                requests.len(),
+                "Redis answered a different number of XADDs than were sent",
+            ),
+            Ok(Ok(results)) => results
+                .into_iter()
+                .map(|result| result.map(drop).context("XADD failed"))
+                .collect(),
+        }
     }
 
     async fn subscribe(
@@ -238,6 +284,9 @@ enum Delivery {
     },
 }
 
+/// Where a bulk subscription's reader hands full batches to be delivered.
+type Deliverer = tokio::sync::mpsc::Sender<Vec<StreamId>>;
+
 /// Entries of a bulk subscription read but not delivered yet.
 #[derive(Default)]
 struct Batch {
@@ -295,24 +344,45 @@ impl Subscription {
         }
     }
 
-    /// Delivers the pending batch if it is full or its time has come (or, with `now`, if it
-    /// holds anything).
-    async fn flush(&self, batch: &mut Batch, now: bool) {
-        if let Delivery::Batches { limits, .. } = &self.delivery
+    /// Hands the pending batch to the deliverer if it is full or its time has come (or, with
+    /// `now`, if it holds anything).
+    async fn flush(&self, batch: &mut Batch, now: bool, deliverer: Option<&Deliverer>) {
+        if let (Delivery::Batches { limits, .. }, Some(deliverer)) = (&self.delivery, deliverer)
             && (batch.is_due(*limits) || (now && !batch.entries.is_empty()))
         {
-            self.deliver_batch(batch.take()).await;
+            // Waits while the deliverer still holds a batch: reading runs at most one batch
+            // ahead of the app.
+            let _ = deliverer.send(batch.take()).await;
         }
+    }
+
+    /// For a bulk subscription: a task that delivers the batches it is handed, one at a time
+    /// and in order, so that the next batch is read from Redis while the app has this one.
+    fn start_deliverer(self: &Arc<Self>) -> Option<Deliverer> {
+        let Delivery::Batches { .. } = &self.delivery else {
+            return None;
+        };
+        let (sender, mut batches) = tokio::sync::mpsc::channel::<Vec<StreamId>>(1);
+        let subscription = self.clone();
+        tokio::spawn(async move {
+            // After a stop the handler answers `Shutdown` at once: what is left is not
+            // acknowledged and stays pending.
+            while let Some(entries) = batches.recv().await {
+                subscription.deliver_batch(entries).await;
+            }
+        });
+        Some(sender)
     }
 
     /// Reads new entries with a blocking `XREADGROUP` on a connection of its own.
     async fn poll_new(self: Arc<Self>, stop: CancellationToken) {
         let mut reader: Option<MultiplexedConnection> = None;
         let mut backoff = Duration::from_millis(100);
+        let deliverer = self.start_deliverer();
         // Stopping with entries still in here leaves them pending, to be reclaimed.
         let mut batch = Batch::default();
         while !stop.is_cancelled() {
-            self.flush(&mut batch, false).await;
+            self.flush(&mut batch, false, deliverer.as_ref()).await;
             if reader.is_none() {
                 // The read blocks on the server for up to `read_block`, so the response timeout
                 // has to outlast it. With redis-rs's default (500 ms) every read on an idle topic
@@ -331,7 +401,7 @@ impl Subscription {
                     Err(error) => {
                         tracing::warn!(%error, topic = %self.topic, "cannot connect to Redis; retrying");
                         // What was read already need not wait for Redis.
-                        self.flush(&mut batch, true).await;
+                        self.flush(&mut batch, true, deliverer.as_ref()).await;
                         if sleep_or_stop(backoff, &stop).await {
                             return;
                         }
@@ -379,7 +449,7 @@ impl Subscription {
                     }
                 }
                 Err(error) => {
-                    self.flush(&mut batch, true).await;
+                    self.flush(&mut batch, true, deliverer.as_ref()).await;
                     if error.to_string().contains("NOGROUP") {
                         let mut connection = self.connection.clone();
                         if let Err(error) =

@@ -347,3 +347,51 @@ async fn bulk_publish_validates_its_entries() {
         .expect("publish");
     assert_eq!(ok.status(), 204);
 }
+
+#[tokio::test]
+async fn every_entry_of_a_bulk_publish_redis_refuses_is_reported_failed() {
+    // A stream key that holds a plain string: Redis refuses every XADD of the pipeline.
+    let _keys = crate::support::RedisKeys {
+        prefix: crate::support::unique("wrongtype"),
+    };
+    let topic = format!("{}-orders", _keys.prefix);
+    let client = redis::Client::open("redis://127.0.0.1:6379").expect("client");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis answers");
+    let _: () = redis::cmd("SET")
+        .arg(&topic)
+        .arg("not a stream")
+        .query_async(&mut connection)
+        .await
+        .expect("SET");
+    let topology = Topology::in_process();
+    let redis = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\nspec:\n  type: pubsub.redis\n  version: v1\n  metadata:\n  - name: redisHost\n    value: 127.0.0.1:6379\n";
+    let publisher = publisher(&topology, redis).await;
+
+    let (status, body) = error(
+        http()
+            .post(publisher.url(&format!("/v1.0-alpha1/publish/bulk/pubsub/{topic}")))
+            .json(&json!([
+                {"entryId": "a", "event": {"n": 1}, "contentType": "application/json"},
+                {"entryId": "b", "event": "two", "contentType": "text/plain"},
+            ]))
+            .send()
+            .await
+            .expect("publish"),
+    )
+    .await;
+
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["errorCode"], "ERR_PUBSUB_PUBLISH_MESSAGE");
+    let failed = body["failedEntries"].as_array().expect("failedEntries");
+    let ids: Vec<&str> = failed.iter().filter_map(|f| f["entryId"].as_str()).collect();
+    assert_eq!(ids, ["a", "b"], "{body}");
+    assert!(
+        failed
+            .iter()
+            .all(|f| f["error"].as_str().is_some_and(|e| e.contains("WRONGTYPE"))),
+        "each entry carries Redis's reason: {body}"
+    );
+}
