@@ -836,12 +836,10 @@ fn bulk_outcomes<'a>(
             .or_insert(status.status.as_str());
     }
     ids.iter()
-        .map(|id| {
-            match statuses.get(id).copied() {
-                Some("SUCCESS") => Outcome::Success,
-                Some("DROP") => Outcome::Drop,
-                _ => Outcome::Retry(None),
-            }
+        .map(|id| match statuses.get(id).copied() {
+            Some("SUCCESS") => Outcome::Success,
+            Some("DROP") => Outcome::Drop,
+            _ => Outcome::Retry(None),
         })
         .collect()
 }

@@ -603,7 +603,11 @@ fn entry_bytes(entry: &HttpBulkEntry<'_>) -> Option<Bytes> {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    let text = || entry.event.and_then(|raw| serde_json::from_str::<String>(raw.get()).ok());
+    let text = || {
+        entry
+            .event
+            .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+    };
     match media.as_str() {
         "application/octet-stream" => base64::engine::general_purpose::STANDARD
             .decode(text()?)

@@ -143,8 +143,7 @@ fn wrap<'a>(input: &EnvelopeInput<'a>) -> BTreeMap<&'static str, Field<'a>> {
     let metadata = input.metadata;
     let text = |key: &str, default: Cow<'a, str>| -> Field<'a> {
         Field::Text(
-            metadata_value(metadata, &format!("cloudevent.{key}"))
-                .map_or(default, Cow::Borrowed),
+            metadata_value(metadata, &format!("cloudevent.{key}")).map_or(default, Cow::Borrowed),
         )
     };
     let mut event = BTreeMap::new();

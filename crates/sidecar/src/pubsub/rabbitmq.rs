@@ -165,6 +165,15 @@ impl Settings {
         })
     }
 
+    /// How many deliveries of a subscription are handled at once.
+    fn in_flight_limit(&self) -> usize {
+        match (self.concurrency, self.prefetch_count) {
+            (Concurrency::Single, _) => 1,
+            (Concurrency::Parallel, 0) => MAX_IN_FLIGHT,
+            (Concurrency::Parallel, n) => usize::from(n),
+        }
+    }
+
     fn connection_properties(&self) -> ConnectionProperties {
         let mut properties = ConnectionProperties::default();
         if let Some(name) = &self.client_name {
@@ -396,7 +405,8 @@ impl PubSub for RabbitMq {
         stop: CancellationToken,
     ) -> anyhow::Result<()> {
         // Deliveries arrive one by one up to the prefetch count; a batch gathers them.
-        super::batch_per_message(self, request, limits, handler, stop).await
+        let in_flight = self.settings.in_flight_limit();
+        super::batch_per_message(self, request, limits, in_flight, handler, stop).await
     }
 
     async fn ping(&self) -> anyhow::Result<()> {
@@ -584,12 +594,7 @@ async fn consume_once(
         let _ = ready.send(());
     }
     tracing::info!(queue, "consuming from RabbitMQ");
-    let limit = match (settings.concurrency, settings.prefetch_count) {
-        (Concurrency::Single, _) => 1,
-        (Concurrency::Parallel, 0) => MAX_IN_FLIGHT,
-        (Concurrency::Parallel, n) => usize::from(n),
-    };
-    let permits = Arc::new(tokio::sync::Semaphore::new(limit));
+    let permits = Arc::new(tokio::sync::Semaphore::new(settings.in_flight_limit()));
     let mut in_flight = tokio::task::JoinSet::new();
     let result = loop {
         let permit = tokio::select! {

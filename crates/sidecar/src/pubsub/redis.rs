@@ -148,13 +148,10 @@ impl PubSub for RedisStreams {
     async fn publish(&self, request: &PublishRequest) -> anyhow::Result<()> {
         let mut connection = self.connection.clone();
         let command = self.xadd(request)?;
-        let _: String = tokio::time::timeout(
-            PUBLISH_TIMEOUT,
-            command.query_async(&mut connection),
-        )
-        .await
-        .map_err(|_| anyhow!("timed out publishing to Redis"))?
-        .context("XADD failed")?;
+        let _: String = tokio::time::timeout(PUBLISH_TIMEOUT, command.query_async(&mut connection))
+            .await
+            .map_err(|_| anyhow!("timed out publishing to Redis"))?
+            .context("XADD failed")?;
         Ok(())
     }
 

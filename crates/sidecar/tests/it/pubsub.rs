@@ -803,6 +803,33 @@ pub(crate) async fn a_bulk_delivery_in_flight_at_shutdown_goes_to_the_next_consu
     );
 }
 
+/// RabbitMQ hands a subscription at most its prefetch (16 here) before one is settled, so a
+/// batch of 16 cannot grow: it goes out at once instead of waiting out `maxAwaitDurationMs`.
+pub(crate) async fn a_bulk_batch_as_large_as_the_prefetch_goes_out_without_waiting(broker: Broker) {
+    let scene = Scene::new(broker).await;
+    let topic = scene.topic("bulk");
+    let inbox = Inbox::new(json!([subscription(
+        &topic,
+        json!({
+            "bulkSubscribe": {"enabled": true, "maxMessagesCount": 100, "maxAwaitDurationMs": 120_000},
+        })
+    )]));
+    let _subscriber = scene.subscriber("orders", &inbox, &[]).await;
+
+    bulk_publish(&scene, &topic, 40).await;
+
+    // Only the last, partial batch (40 = 16 + 16 + 8) waits for its time.
+    let delivered = eventually(60, || async {
+        deliveries_by_number(&inbox, "/events").len() >= 32
+    })
+    .await;
+    assert!(
+        delivered,
+        "two full batches arrive long before the two minutes are up: {:?}",
+        deliveries_by_number(&inbox, "/events")
+    );
+}
+
 macro_rules! pubsub_conformance {
     ($name:ident, $broker:path, [$($case:ident),* $(,)?]) => {
         mod $name {
@@ -846,6 +873,11 @@ pubsub_conformance!(
     rabbitmq_shutdown,
     super::Broker::rabbitmq,
     [a_bulk_delivery_in_flight_at_shutdown_goes_to_the_next_consumer]
+);
+pubsub_conformance!(
+    rabbitmq_prefetch,
+    super::Broker::rabbitmq,
+    [a_bulk_batch_as_large_as_the_prefetch_goes_out_without_waiting]
 );
 pubsub_conformance!(
     redis_shutdown,

@@ -386,7 +386,10 @@ async fn every_entry_of_a_bulk_publish_redis_refuses_is_reported_failed() {
     assert_eq!(status, 500, "{body}");
     assert_eq!(body["errorCode"], "ERR_PUBSUB_PUBLISH_MESSAGE");
     let failed = body["failedEntries"].as_array().expect("failedEntries");
-    let ids: Vec<&str> = failed.iter().filter_map(|f| f["entryId"].as_str()).collect();
+    let ids: Vec<&str> = failed
+        .iter()
+        .filter_map(|f| f["entryId"].as_str())
+        .collect();
     assert_eq!(ids, ["a", "b"], "{body}");
     assert!(
         failed
