@@ -2,6 +2,8 @@
 //! directory of its own and the component set asked for; then talks to it through the gateway
 //! like any client, and watches its events through an observer app.
 
+mod mail;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -9,8 +11,10 @@ use kit::testing::{Events, Stack};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use shop::{Options, Shop};
-use sidecar::testing::{TestDatabase, TestVhost};
+use sidecar::testing::{TestDatabase, TestKafka, TestVhost};
 use tempfile::TempDir;
+
+pub use mail::{Email, MailSink};
 
 /// The admin account every test shop is seeded with.
 pub const ADMIN_EMAIL: &str = "admin@shop.test";
@@ -24,13 +28,20 @@ pub enum ComponentSet {
     Local,
     /// `components/rabbitmq`: the local PostgreSQL and RabbitMQ.
     RabbitMq,
+    /// `components/kafka`: the local PostgreSQL and a Kafka-protocol broker (librdkafka's mock
+    /// cluster, in the test's process).
+    Kafka,
 }
+
+/// The shop's topics (`contracts`): created up front on Kafka, observed by every test shop.
+pub const TOPICS: &[&str] = &["users", "products", "orders", "payments"];
 
 impl ComponentSet {
     fn dir(self) -> PathBuf {
         let name = match self {
             Self::Local => "local",
             Self::RabbitMq => "rabbitmq",
+            Self::Kafka => "kafka",
         };
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("..")
@@ -42,6 +53,7 @@ impl ComponentSet {
 /// A running shop and a client for its public API.
 pub struct TestShop {
     shop: Shop,
+    options: Options,
     observer: Stack,
     /// Every CloudEvent on the shop's topics, as a subscriber app receives them.
     pub events: Events,
@@ -49,7 +61,10 @@ pub struct TestShop {
     base: String,
     _database: Option<TestDatabase>,
     _vhost: Option<TestVhost>,
-    _root: TempDir,
+    _kafka: Option<TestKafka>,
+    /// The SMTP server of the server sets' email binding.
+    mail: Option<MailSink>,
+    root: TempDir,
 }
 
 /// An answer of the API: status, headers and JSON body (`Null` when there is none).
@@ -90,16 +105,33 @@ impl TestShop {
         let mut secrets = serde_json::Map::new();
         secrets.insert("admin-email".into(), json!(ADMIN_EMAIL));
         secrets.insert("admin-password".into(), json!(ADMIN_PASSWORD));
-        // A database and a virtual host of its own, so that shops of tests running at the same
-        // time share neither rows nor queues.
-        let (database, vhost) = match set {
-            ComponentSet::Local => (None, None),
-            ComponentSet::RabbitMq => {
+        // A database and a virtual host (or a Kafka cluster) of its own, so that shops of
+        // tests running at the same time share neither rows nor queues.
+        let database = match set {
+            ComponentSet::Local => None,
+            ComponentSet::RabbitMq | ComponentSet::Kafka => {
                 let database = TestDatabase::create().await;
                 secrets.insert("postgres-url".into(), json!(database.connection_string()));
-                let vhost = TestVhost::create();
-                secrets.insert("rabbitmq-url".into(), json!(vhost.url()));
-                (Some(database), Some(vhost))
+                Some(database)
+            }
+        };
+        let vhost = (set == ComponentSet::RabbitMq).then(|| {
+            let vhost = TestVhost::create();
+            secrets.insert("rabbitmq-url".into(), json!(vhost.url()));
+            vhost
+        });
+        let kafka = (set == ComponentSet::Kafka).then(|| {
+            let kafka = TestKafka::start(TOPICS, 2);
+            secrets.insert("kafka-brokers".into(), json!(kafka.bootstrap_servers()));
+            kafka
+        });
+        let mail = match set {
+            ComponentSet::Local => None,
+            ComponentSet::RabbitMq | ComponentSet::Kafka => {
+                let sink = MailSink::start().await?;
+                secrets.insert("smtp-host".into(), json!("127.0.0.1"));
+                secrets.insert("smtp-port".into(), json!(sink.port().to_string()));
+                Some(sink)
             }
         };
         std::fs::create_dir_all(root.path().join(".data"))?;
@@ -116,19 +148,34 @@ impl TestShop {
             .collect();
         let shop = Shop::start(&options).await?;
         let mut observer = Stack::join(shop.topology(), root.path(), &options.components);
-        let events = observer
-            .observe(&["users", "products", "orders", "payments"])
-            .await?;
+        let events = observer.observe(TOPICS).await?;
         Ok(Self {
             base: shop.url(),
             shop,
+            options,
             observer,
             events,
             http: reqwest::Client::new(),
             _database: database,
             _vhost: vhost,
-            _root: root,
+            _kafka: kafka,
+            mail,
+            root,
         })
+    }
+
+    /// The mails the shop sent so far, oldest first: those the SMTP server received, or for
+    /// the embedded default those `bindings.localstorage` wrote (addressed by user id).
+    pub fn emails(&self) -> Vec<Email> {
+        match &self.mail {
+            Some(sink) => sink.received(),
+            None => mail::stored(&self.root.path().join(".data").join("mail")),
+        }
+    }
+
+    /// Stops one app and its sidecar, then starts them again (see [`Shop::restart`]).
+    pub async fn restart(&mut self, app_id: &str) -> anyhow::Result<()> {
+        self.shop.restart(app_id, &self.options).await
     }
 
     /// `http://<gateway>`.

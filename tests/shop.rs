@@ -1,6 +1,8 @@
 //! The shop end to end, through the gateway only: the embedded default (`components/local`) and
-//! the server set (`components/rabbitmq`: the local PostgreSQL and RabbitMQ). Purchases go
-//! through the real payment provider simulator the launcher starts.
+//! the server sets (`components/rabbitmq`: the local PostgreSQL and RabbitMQ;
+//! `components/kafka`: the local PostgreSQL and librdkafka's mock Kafka cluster). Purchases go
+//! through the real payment provider simulator the launcher starts; mail reaches an SMTP server
+//! of the test's own (or, on the embedded default, the files the mail binding writes).
 
 #![allow(clippy::unwrap_used, reason = "tests stop at the first failure")]
 
@@ -8,7 +10,7 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use shop_e2e::{ADMIN_EMAIL, ADMIN_PASSWORD, Answer, ComponentSet, TestShop};
+use shop_e2e::{ADMIN_EMAIL, ADMIN_PASSWORD, Answer, ComponentSet, Email, TestShop};
 
 const EVENT_WAIT: Duration = Duration::from_secs(15);
 
@@ -266,7 +268,7 @@ async fn journey(set: ComponentSet) {
         .await
         .unwrap();
 
-    purchase(&shop, set, &admin, &customer, &user_id).await;
+    purchase(&shop, set, &admin, &customer, &user_id, &email).await;
     shop.stop().await.unwrap();
 }
 
@@ -331,8 +333,9 @@ async fn stock_becomes(shop: &TestShop, product: &str, expected: i64) {
     }
 }
 
-/// Reads the customer's notifications until those of `order` include every kind of `kinds`.
-async fn notified(shop: &TestShop, token: &str, order: &str, kinds: &[&str]) {
+/// Reads the customer's notifications until those of `order` include every kind of `kinds`;
+/// returns the order's notifications, oldest first.
+async fn notified(shop: &TestShop, token: &str, order: &str, kinds: &[&str]) -> Vec<Value> {
     let deadline = tokio::time::Instant::now() + EVENT_WAIT;
     loop {
         let history = shop
@@ -345,23 +348,118 @@ async fn notified(shop: &TestShop, token: &str, order: &str, kinds: &[&str]) {
             .await
             .unwrap();
         assert_eq!(history.status, StatusCode::OK, "{history:?}");
-        let items = history.body["items"].as_array().unwrap();
+        // The history lists the newest first.
+        let mine: Vec<Value> = history.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .rev()
+            .filter(|n| n["order_id"] == order)
+            .cloned()
+            .collect();
         let missing: Vec<&&str> = kinds
             .iter()
-            .filter(|kind| {
-                !items
-                    .iter()
-                    .any(|n| n["kind"] == **kind && n["order_id"] == order)
-            })
+            .filter(|kind| !mine.iter().any(|n| n["kind"] == **kind))
             .collect();
         if missing.is_empty() {
-            return;
+            return mine;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
             "no {missing:?} notification for order {order}: {history:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The titles of notifications.
+fn titles(notifications: &[Value]) -> Vec<String> {
+    notifications
+        .iter()
+        .map(|n| n["title"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Waits until a mail with each of `subjects` has reached the customer (`recipients`: their
+/// address, or their user id where mail is stored as files); returns the mails with those
+/// subjects, in the order they arrived.
+async fn mailed(shop: &TestShop, recipients: &[&str], subjects: &[String]) -> Vec<Email> {
+    let deadline = tokio::time::Instant::now() + EVENT_WAIT;
+    loop {
+        let mails: Vec<Email> = shop
+            .emails()
+            .into_iter()
+            .filter(|mail| {
+                recipients.contains(&mail.to.as_str()) && subjects.contains(&mail.subject)
+            })
+            .collect();
+        if subjects
+            .iter()
+            .all(|subject| mails.iter().any(|mail| mail.subject == *subject))
+        {
+            return mails;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not every mail of {subjects:?} arrived: {:?}",
+            shop.emails()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A customer's live notification stream (server-sent events), read an event at a time.
+struct Live {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl Live {
+    /// Opens the stream: from now on, nothing of the history before.
+    async fn open(shop: &TestShop, token: &str) -> Self {
+        let response = shop
+            .request(Method::GET, "/api/notifications/stream")
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        Self {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next notification the stream pushes (keep-alive comments skipped).
+    async fn next(&mut self) -> Value {
+        loop {
+            if let Some((event, rest)) = self.buffer.split_once("\n\n") {
+                let event = event.to_owned();
+                self.buffer = rest.to_owned();
+                if let Some(data) = event.lines().find_map(|line| line.strip_prefix("data:")) {
+                    return serde_json::from_str(data.trim()).unwrap();
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(EVENT_WAIT, self.response.chunk())
+                .await
+                .expect("a notification is pushed in time")
+                .unwrap()
+                .expect("the stream stays open");
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// Reads until `count` notifications of `order` have come; returns them in stream order.
+    async fn of_order(&mut self, order: &str, count: usize) -> Vec<Value> {
+        let mut found = Vec::new();
+        while found.len() < count {
+            let notification = self.next().await;
+            if notification["order_id"] == order {
+                found.push(notification);
+            }
+        }
+        found
     }
 }
 
@@ -392,7 +490,14 @@ async fn pay(shop: &TestShop, token: &str, order: &str, number: &str) -> Answer 
 /// A purchase through the gateway, the orders workflow, the payments app and the paygate: a
 /// good card confirms the order and takes the stock; a declined one cancels the order and
 /// gives the stock back; the customer is told; another customer cannot see or pay the order.
-async fn purchase(shop: &TestShop, set: ComponentSet, admin: &str, customer: &str, user: &str) {
+async fn purchase(
+    shop: &TestShop,
+    set: ComponentSet,
+    admin: &str,
+    customer: &str,
+    user: &str,
+    address: &str,
+) {
     let added = shop
         .call(
             Method::POST,
@@ -404,6 +509,10 @@ async fn purchase(shop: &TestShop, set: ComponentSet, admin: &str, customer: &st
         .unwrap();
     assert_eq!(added.status, StatusCode::CREATED, "{set:?}: {added:?}");
     let lamp = added.body["id"].as_str().unwrap().to_owned();
+
+    // The customer's browser follows their notifications live.
+    let mut live = Live::open(shop, customer).await;
+    let recipients = [user, address];
 
     // An order, placed twice with one Idempotency-Key (a client retrying): one order.
     let key = uuid::Uuid::new_v4().to_string();
@@ -472,6 +581,10 @@ async fn purchase(shop: &TestShop, set: ComponentSet, admin: &str, customer: &st
         order.as_str()
     );
 
+    // The customer is told (and mailed) that the order is placed before they pay.
+    let placed_note = notified(shop, customer, &order, &["order_created"]).await;
+    mailed(shop, &recipients, &titles(&placed_note)).await;
+
     // Paid with the good card at the paygate: confirmed, and the stock stays taken.
     let paid = pay(shop, customer, &order, GOOD_CARD).await;
     assert_eq!(paid.status, StatusCode::CREATED, "{set:?}: {paid:?}");
@@ -496,13 +609,28 @@ async fn purchase(shop: &TestShop, set: ComponentSet, admin: &str, customer: &st
         3,
         "a confirmed order keeps its stock"
     );
-    notified(
+    let history = notified(
         shop,
         customer,
         &order,
         &["order_created", "payment_succeeded", "order_confirmed"],
     )
     .await;
+    // Live, in the history's order, the placement first; one mail for each, the placement's
+    // first.
+    let pushed = live.of_order(&order, 3).await;
+    assert_eq!(pushed, history, "{set:?}: the stream follows the history");
+    assert_eq!(pushed[0]["kind"], "order_created", "{set:?}: {pushed:?}");
+    let subjects = titles(&history);
+    let mails = mailed(shop, &recipients, &subjects).await;
+    for subject in &subjects {
+        assert_eq!(
+            mails.iter().filter(|mail| mail.subject == *subject).count(),
+            1,
+            "{set:?}: one mail of {subject:?}: {mails:?}"
+        );
+    }
+    assert_eq!(mails[0].subject, subjects[0], "{set:?}: {mails:?}");
 
     // A second order, paid with a declined card: cancelled, its stock given back.
     let placed = place(shop, customer, &uuid::Uuid::new_v4().to_string(), &lamp, 1).await;
@@ -531,13 +659,17 @@ async fn purchase(shop: &TestShop, set: ComponentSet, admin: &str, customer: &st
         })
         .await
         .unwrap();
-    notified(
+    let history = notified(
         shop,
         customer,
         &second,
         &["order_created", "payment_failed", "order_cancelled"],
     )
     .await;
+    let pushed = live.of_order(&second, 3).await;
+    assert_eq!(pushed, history, "{set:?}: the stream follows the history");
+    let mails = mailed(shop, &recipients, &titles(&history)).await;
+    assert_eq!(mails.len(), 3, "{set:?}: one mail each: {mails:?}");
 }
 
 /// How long an order waits for its payment in [`unpaid_and_cancelled`]: short, yet long
@@ -645,6 +777,13 @@ async fn unpaid_and_cancelled_orders_give_their_stock_back_on_the_embedded_defau
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unpaid_and_cancelled_orders_give_their_stock_back_on_postgres_and_rabbitmq() {
     tokio::time::timeout(TEST_LIMIT, unpaid_and_cancelled(ComponentSet::RabbitMq))
+        .await
+        .expect("the test finishes in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpaid_and_cancelled_orders_give_their_stock_back_on_postgres_and_kafka() {
+    tokio::time::timeout(TEST_LIMIT, unpaid_and_cancelled(ComponentSet::Kafka))
         .await
         .expect("the test finishes in time");
 }
@@ -778,6 +917,13 @@ async fn a_hundred_buyers_of_twenty_lamps_get_exactly_twenty_on_postgres_and_rab
         .expect("the test finishes in time");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_buyers_of_twenty_lamps_get_exactly_twenty_on_postgres_and_kafka() {
+    tokio::time::timeout(TEST_LIMIT, no_oversell(ComponentSet::Kafka))
+        .await
+        .expect("the test finishes in time");
+}
+
 /// A hung shop fails its test instead of hanging the suite.
 const TEST_LIMIT: Duration = Duration::from_secs(180);
 
@@ -791,6 +937,13 @@ async fn the_journey_on_the_embedded_default() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_journey_on_postgres_and_rabbitmq() {
     tokio::time::timeout(TEST_LIMIT, journey(ComponentSet::RabbitMq))
+        .await
+        .expect("the journey finishes in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_journey_on_postgres_and_kafka() {
+    tokio::time::timeout(TEST_LIMIT, journey(ComponentSet::Kafka))
         .await
         .expect("the journey finishes in time");
 }
@@ -940,4 +1093,84 @@ async fn docs() {
         page.headers
     );
     shop.stop().await.unwrap();
+}
+
+/// The orders app and its sidecar stop while an order waits for its payment, and start again:
+/// the order's workflow is still there, and paying the order confirms it.
+async fn orders_restart(set: ComponentSet) {
+    let mut shop = TestShop::start(set).await.unwrap();
+    let admin = shop.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.unwrap();
+    let email = unique_email("cleo");
+    let created = shop
+        .call(
+            Method::POST,
+            "/api/auth/register",
+            None,
+            Some(json!({"email": email, "password": "s3cret-pass", "name": "Cleo"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+    let customer = shop.login(&email, "s3cret-pass").await.unwrap();
+    let added = shop
+        .call(
+            Method::POST,
+            "/api/products",
+            Some(&admin),
+            Some(product("Lamp", "home", 3)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(added.status, StatusCode::CREATED, "{added:?}");
+    let lamp = added.body["id"].as_str().unwrap().to_owned();
+    let placed = place(
+        &shop,
+        &customer,
+        &uuid::Uuid::new_v4().to_string(),
+        &lamp,
+        1,
+    )
+    .await;
+    assert_eq!(placed.status, StatusCode::CREATED, "{set:?}: {placed:?}");
+    let order = placed.body["id"].as_str().unwrap().to_owned();
+    stock_becomes(&shop, &lamp, 2).await;
+
+    shop.restart("orders").await.unwrap();
+
+    assert_eq!(
+        order_becomes(&shop, &customer, &order, "PENDING_PAYMENT").await["id"],
+        order.as_str(),
+        "{set:?}: the order outlives the restart"
+    );
+    let paid = pay(&shop, &customer, &order, GOOD_CARD).await;
+    assert_eq!(paid.status, StatusCode::CREATED, "{set:?}: {paid:?}");
+    let confirmed = order_becomes(&shop, &customer, &order, "CONFIRMED").await;
+    assert_eq!(confirmed["total_cents"], 990, "{confirmed}");
+    assert_eq!(
+        stock(&shop, &lamp).await,
+        2,
+        "the confirmed order keeps its stock"
+    );
+    shop.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_completes_after_the_orders_app_restarts_on_the_embedded_default() {
+    tokio::time::timeout(TEST_LIMIT, orders_restart(ComponentSet::Local))
+        .await
+        .expect("the test finishes in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_completes_after_the_orders_app_restarts_on_postgres_and_rabbitmq() {
+    tokio::time::timeout(TEST_LIMIT, orders_restart(ComponentSet::RabbitMq))
+        .await
+        .expect("the test finishes in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_completes_after_the_orders_app_restarts_on_postgres_and_kafka() {
+    tokio::time::timeout(TEST_LIMIT, orders_restart(ComponentSet::Kafka))
+        .await
+        .expect("the test finishes in time");
 }

@@ -60,9 +60,12 @@ fn name(known: Option<&Contact>) -> &str {
     known.map_or("there", |contact| contact.name.as_str())
 }
 
-/// The first part of an order id, as people quote it.
+/// An order id as people quote it: its last 8 hex digits. Order ids are UUIDv7, whose first
+/// digits are a timestamp that stays the same for a minute, so the first 8 would name every
+/// order of that minute alike; the last ones are random.
 fn short(order: Uuid) -> String {
-    order.simple().to_string()[..8].to_owned()
+    let simple = order.simple().to_string();
+    simple[simple.len() - 8..].to_owned()
 }
 
 /// `1250, "EUR"` → `12.50 EUR`.
@@ -241,6 +244,15 @@ impl Notify for PaymentFailed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn orders_placed_in_the_same_minute_are_quoted_apart() {
+        let first = Uuid::now_v7();
+        let second = Uuid::now_v7();
+        assert_ne!(short(first), short(second));
+        assert_eq!(short(first).len(), 8);
+        assert!(first.simple().to_string().ends_with(&short(first)));
+    }
 
     #[test]
     fn amounts_read_as_money() {

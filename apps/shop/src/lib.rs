@@ -99,8 +99,11 @@ pub struct Shop {
     members: Vec<Member>,
     admin: AdminSource,
     topology: Topology,
-    sidecars: Vec<Sidecar>,
+    /// Each app's sidecar, by app id.
+    sidecars: Vec<(String, Sidecar)>,
     apps: JoinSet<(String, anyhow::Result<()>)>,
+    /// Each app's own stop (a child of `stop`), by app id: what [`Shop::restart`] cancels.
+    app_stops: Vec<(String, Stop)>,
     stop: Stop,
 }
 
@@ -125,6 +128,7 @@ impl Shop {
             topology: topology.clone(),
             sidecars: Vec::new(),
             apps: JoinSet::new(),
+            app_stops: Vec::new(),
             stop,
         };
         if let Err(error) = shop.start_paygate(options).await {
@@ -216,10 +220,14 @@ impl Shop {
                 .unwrap_or([127, 0, 0, 1].into());
             self.gateway = SocketAddr::new(host, app_port);
         }
-        self.sidecars
-            .push(bound.with_app_port(app_port).start().await?);
+        self.sidecars.push((
+            app_id.to_owned(),
+            bound.with_app_port(app_port).start().await?,
+        ));
         let id = app_id.to_owned();
-        let run = app.run(self.stop.clone());
+        let stop = self.stop.child_token();
+        self.app_stops.push((id.clone(), stop.clone()));
+        let run = app.run(stop);
         self.apps.spawn(async move { (id, run.await) });
         self.members.push(Member {
             app_id: app_id.to_owned(),
@@ -321,10 +329,50 @@ impl Shop {
                 outcome = result;
             }
         }
-        for sidecar in self.sidecars.drain(..) {
+        for (_, sidecar) in self.sidecars.drain(..) {
             sidecar.shutdown().await;
         }
         outcome
+    }
+
+    /// Stops one app of [`APPS`] and its sidecar, as a crash or a redeploy would, then starts
+    /// both again (on new ports: the others find them by app id). What the app keeps in its
+    /// state store, workflows included, is still there; another app failing meanwhile is an
+    /// error.
+    pub async fn restart(&mut self, app_id: &str, options: &Options) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            APPS.contains(&app_id) && app_id != GATEWAY,
+            "only an app behind the gateway can be restarted, not {app_id:?}"
+        );
+        let (_, stop) = self
+            .app_stops
+            .iter()
+            .position(|(id, _)| id == app_id)
+            .map(|i| self.app_stops.remove(i))
+            .with_context(|| format!("{app_id} is not running"))?;
+        stop.cancel();
+        // The first app to finish is the one stopped, unless another failed meanwhile.
+        let (app, result) = self
+            .apps
+            .join_next()
+            .await
+            .context("no app is running")?
+            .context("an app panicked")?;
+        if app != app_id {
+            let error = result
+                .err()
+                .unwrap_or_else(|| anyhow::anyhow!("it stopped"));
+            return Err(error.context(format!("{app} stopped while {app_id} restarted")));
+        }
+        result.with_context(|| format!("{app_id} failed while stopping"))?;
+        if let Some(i) = self.sidecars.iter().position(|(id, _)| id == app_id) {
+            let (_, sidecar) = self.sidecars.remove(i);
+            sidecar.shutdown().await;
+        }
+        self.members.retain(|member| member.app_id != app_id);
+        let topology = self.topology.clone();
+        self.start_member(app_id, options, &topology).await?;
+        self.wait_until_serving().await
     }
 }
 

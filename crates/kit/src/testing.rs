@@ -401,6 +401,16 @@ impl Events {
             .clone()
     }
 
+    /// The events after the first `seen`, for a reader that keeps its place (a load test
+    /// would spend its time copying [`Events::all`] again and again).
+    pub fn since(&self, seen: usize) -> Vec<Value> {
+        let events = self.inner.0.lock().unwrap_or_else(PoisonError::into_inner);
+        events
+            .get(seen..)
+            .map(<[Value]>::to_vec)
+            .unwrap_or_default()
+    }
+
     /// The first event of CloudEvent type `kind` whose `data` satisfies `matches`, waiting up to
     /// `timeout` for it.
     pub async fn wait_for(

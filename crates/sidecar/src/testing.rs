@@ -1,6 +1,6 @@
 //! Scratch space on the real local infrastructure for tests, here and in the apps: a PostgreSQL
 //! database, a RabbitMQ virtual host and a Redis key prefix that exist for one test and are
-//! removed afterwards.
+//! removed afterwards, and a Kafka-protocol broker (librdkafka's mock cluster) per test.
 
 /// The local PostgreSQL the tests use (trust authentication).
 pub const POSTGRES: &str = "host=127.0.0.1 port=5432 user=postgres";
@@ -159,5 +159,70 @@ impl Drop for RedisKeys {
                     .await;
             }
         });
+    }
+}
+
+/// A Kafka-protocol broker for one test: librdkafka's in-process mock cluster, with topics
+/// created up front, stopped when this value is dropped. The cluster lives on a thread of its
+/// own (its handle is neither `Send` nor `Sync`), so this value can be shared across tasks.
+#[derive(Debug)]
+pub struct TestKafka {
+    bootstrap_servers: String,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestKafka {
+    /// Starts a one-broker cluster with `topics`, each with `partitions` partitions.
+    ///
+    /// # Panics
+    /// When the mock cluster cannot start or a topic cannot be created.
+    pub fn start(topics: &[&str], partitions: i32) -> Self {
+        let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
+        let (ready, started) = std::sync::mpsc::channel::<Result<String, String>>();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let cluster = match rdkafka::mocking::MockCluster::new(1) {
+                Ok(cluster) => cluster,
+                Err(error) => {
+                    let _ = ready.send(Err(format!("the mock Kafka cluster starts: {error}")));
+                    return;
+                }
+            };
+            for topic in &topics {
+                if let Err(error) = cluster.create_topic(topic, partitions, 1) {
+                    let _ = ready.send(Err(format!("topic {topic} is created: {error}")));
+                    return;
+                }
+            }
+            let _ = ready.send(Ok(cluster.bootstrap_servers()));
+            // Until the value is dropped (or its sender with it).
+            let _ = stopped.recv();
+            drop(cluster);
+        });
+        let bootstrap_servers = match started.recv() {
+            Ok(Ok(servers)) => servers,
+            Ok(Err(error)) => panic!("{error}"),
+            Err(_) => panic!("the mock Kafka cluster's thread died"),
+        };
+        Self {
+            bootstrap_servers,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// The `brokers` to give the component.
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap_servers
+    }
+}
+
+impl Drop for TestKafka {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
