@@ -22,7 +22,8 @@
 //! any other. The gateway's rate limit is off (every request comes from one address here), and
 //! the load generator runs on the same two cores as the shop. Without `--bench` (as under
 //! `cargo test --benches`) it makes a short smoke pass on the embedded default; its numbers mean
-//! nothing.
+//! nothing. `SHOP_BENCH_LOG` (a tracing filter such as `warn`) sends what the shop logs to
+//! stderr.
 
 #![allow(clippy::unwrap_used, reason = "a benchmark stops at the first failure")]
 
@@ -316,7 +317,9 @@ struct Placed {
 
 /// Places an order for one of the products (retrying the same key while the shop asks to) and
 /// pays it.
-async fn buy(shop: &TestShop, token: &str, product: &str, due: Instant) -> anyhow::Result<Placed> {
+async fn buy(shop: &TestShop, token: &str, product: &str, due: Instant) -> Result<Placed, Failure> {
+    const PLACE: &str = "POST /orders";
+    const PAY: &str = "POST /payments";
     let key = uuid::Uuid::new_v4().to_string();
     let answer = loop {
         let answer = shop
@@ -326,7 +329,8 @@ async fn buy(shop: &TestShop, token: &str, product: &str, due: Instant) -> anyho
                     .header("idempotency-key", &key)
                     .json(&json!({"items": [{"product_id": product, "quantity": 1}]})),
             )
-            .await?;
+            .await
+            .map_err(|e| Failure::transport(PLACE, &e))?;
         if answer.status == StatusCode::SERVICE_UNAVAILABLE {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
@@ -334,11 +338,15 @@ async fn buy(shop: &TestShop, token: &str, product: &str, due: Instant) -> anyho
         break answer;
     };
     let created = Instant::now();
-    ensure!(
-        answer.status == StatusCode::CREATED && answer.body["status"] == "PENDING_PAYMENT",
-        "POST /orders: {answer:?}"
-    );
-    let id = answer.body["id"].as_str().context("order id")?.to_owned();
+    let id = match answer.body["id"].as_str() {
+        Some(id)
+            if answer.status == StatusCode::CREATED
+                && answer.body["status"] == "PENDING_PAYMENT" =>
+        {
+            id.to_owned()
+        }
+        _ => return Err(Failure::answer(PLACE, &answer)),
+    };
     let paying = Instant::now();
     let paid = shop
         .call(
@@ -350,11 +358,11 @@ async fn buy(shop: &TestShop, token: &str, product: &str, due: Instant) -> anyho
                 "card": {"number": GOOD_CARD, "exp_month": 12, "exp_year": 2099, "cvc": "123"},
             })),
         )
-        .await?;
-    ensure!(
-        paid.status == StatusCode::CREATED && paid.body["status"] == "SUCCEEDED",
-        "POST /payments: {paid:?}"
-    );
+        .await
+        .map_err(|e| Failure::transport(PAY, &e))?;
+    if paid.status != StatusCode::CREATED || paid.body["status"] != "SUCCEEDED" {
+        return Err(Failure::answer(PAY, &paid));
+    }
     Ok(Placed {
         id,
         created,
@@ -363,9 +371,49 @@ async fn buy(shop: &TestShop, token: &str, product: &str, due: Instant) -> anyho
     })
 }
 
+/// Why a purchase failed: the request and its answer (status and problem `detail`), or the
+/// transport's error.
+#[derive(Debug)]
+struct Failure(String);
+
+impl Failure {
+    fn answer(request: &str, answer: &shop_e2e::Answer) -> Self {
+        let detail = answer.body["detail"].as_str().unwrap_or("");
+        Self(format!("{request}: {} {detail}", answer.status.as_u16()))
+    }
+
+    fn transport(request: &str, error: &anyhow::Error) -> Self {
+        Self(format!("{request}: {error:#}"))
+    }
+}
+
+/// Purchases that failed, counted by why.
+#[derive(Debug, Default)]
+struct Failures {
+    by_kind: std::collections::BTreeMap<String, usize>,
+}
+
+impl Failures {
+    fn add(&mut self, failure: Failure) {
+        *self.by_kind.entry(failure.0).or_default() += 1;
+    }
+
+    fn merge(&mut self, other: Self) {
+        for (kind, count) in other.by_kind {
+            *self.by_kind.entry(kind).or_default() += count;
+        }
+    }
+
+    fn total(&self) -> usize {
+        self.by_kind.values().sum()
+    }
+}
+
 /// What one load phase measured.
 struct Phase {
     orders: Vec<Placed>,
+    /// Purchases that failed.
+    failures: Failures,
     /// The phase's length (the last arrival, or the end of the closed loop).
     elapsed: Duration,
     /// Orders confirmed within the phase's length, per second.
@@ -381,6 +429,7 @@ struct Phase {
 async fn settle(
     confirmations: &Confirmations,
     orders: Vec<Placed>,
+    failures: Failures,
     started: Instant,
     elapsed: Duration,
 ) -> Phase {
@@ -405,6 +454,7 @@ async fn settle(
         placed_per_second: orders.len() as f64 / seconds,
         elapsed,
         orders,
+        failures,
     }
 }
 
@@ -431,10 +481,14 @@ async fn fixed_rate(
     }
     let elapsed = started.elapsed();
     let mut orders = Vec::with_capacity(arrivals);
+    let mut failures = Failures::default();
     while let Some(bought) = buyers.join_next().await {
-        orders.push(bought??);
+        match bought? {
+            Ok(placed) => orders.push(placed),
+            Err(failure) => failures.add(failure),
+        }
     }
-    Ok(settle(confirmations, orders, started, elapsed).await)
+    Ok(settle(confirmations, orders, failures, started, elapsed).await)
 }
 
 /// `concurrency` customers buying back to back for `seconds`.
@@ -452,22 +506,29 @@ async fn saturation(
         let (shop, customers) = (shop.clone(), customers.clone());
         buyers.spawn(async move {
             let mut orders = Vec::new();
+            let mut failures = Failures::default();
             let mut n = worker;
             while Instant::now() < deadline {
                 let token = &customers.tokens[n % customers.tokens.len()];
                 let product = &customers.products[n % customers.products.len()];
-                orders.push(buy(&shop, token, product, Instant::now()).await?);
+                match buy(&shop, token, product, Instant::now()).await {
+                    Ok(placed) => orders.push(placed),
+                    Err(failure) => failures.add(failure),
+                }
                 n += concurrency;
             }
-            anyhow::Ok(orders)
+            (orders, failures)
         });
     }
     let mut orders = Vec::new();
+    let mut failures = Failures::default();
     while let Some(bought) = buyers.join_next().await {
-        orders.extend(bought??);
+        let (bought, failed) = bought?;
+        orders.extend(bought);
+        failures.merge(failed);
     }
     let elapsed = started.elapsed();
-    Ok(settle(confirmations, orders, started, elapsed).await)
+    Ok(settle(confirmations, orders, failures, started, elapsed).await)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -611,9 +672,18 @@ fn print(report: &Report, settings: Settings) {
         println!("| POST /payments | {} |", Stats::of(&pay).row());
         println!("| created → CONFIRMED | {} |", phase.completion.row());
         println!(
-            "\nPlaced {:.1} orders/s; completed (CONFIRMED within the phase) {:.1} orders/s; not confirmed 60 s later: {}.\n",
-            phase.placed_per_second, phase.completed_per_second, phase.unconfirmed
+            "\nPlaced {:.1} orders/s; completed (CONFIRMED within the phase) {:.1} orders/s; not confirmed 60 s later: {}; failed purchases: {}.\n",
+            phase.placed_per_second,
+            phase.completed_per_second,
+            phase.unconfirmed,
+            phase.failures.total()
         );
+        for (kind, count) in &phase.failures.by_kind {
+            println!("- {count} × {kind}");
+        }
+        if phase.failures.total() > 0 {
+            println!();
+        }
     }
     let p99 = Stats::of(
         &report
@@ -658,6 +728,13 @@ fn main() -> anyhow::Result<()> {
     } else {
         vec![ComponentSet::Local]
     };
+    // What the apps and sidecars log, to stderr, when asked (`SHOP_BENCH_LOG=warn`).
+    if let Ok(filter) = std::env::var("SHOP_BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

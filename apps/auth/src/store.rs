@@ -65,18 +65,19 @@ impl Users {
                 )?,
                 StateOperation::upsert(user_key(&user.id), user, Write::create_only())?,
             ];
-            operations.extend(
-                self.outbox
-                    .stage(&crate::events::user_registered(user))
-                    .await?,
-            );
+            let mut staged = self
+                .outbox
+                .stage(&user_key(&user.id), &crate::events::user_registered(user))
+                .await?;
+            operations.extend(staged.take_operations());
             match self.dapr.transact(&self.store, operations).await {
                 Ok(()) => {
-                    self.outbox.relay_soon();
+                    self.outbox.relay_soon(staged);
                     return Ok(());
                 }
                 // Either the email is taken or the outbox moved on: look which.
                 Err(DaprError::Conflict(_)) => {
+                    drop(staged);
                     if self.by_email(&user.email).await?.is_some() {
                         return Err(ApiError::EmailTaken);
                     }

@@ -130,13 +130,18 @@ impl Inventory {
                 StateOperation::upsert(product_key(&product.id), product, Write::create_only())?,
                 StateOperation::upsert(CATALOG, &catalog, catalog_write)?,
             ];
-            operations.extend(self.outbox.stage(&event).await?);
+            let mut staged = self.outbox.stage(&product_key(&product.id), &event).await?;
+            operations.extend(staged.take_operations());
             match self.dapr.transact(&self.store, operations).await {
                 Ok(()) => {
-                    self.outbox.relay_soon();
+                    self.outbox.relay_soon(staged);
                     return Ok(());
                 }
-                Err(DaprError::Conflict(_)) => back_off(attempt).await,
+                Err(DaprError::Conflict(_)) => {
+                    // Our turn at the outbox shard is not needed while waiting.
+                    drop(staged);
+                    back_off(attempt).await;
+                }
                 Err(other) => return Err(other.into()),
             }
         }
@@ -168,13 +173,18 @@ impl Inventory {
             let event = contracts::ProductUpdated {
                 product: updated.snapshot(),
             };
-            operations.extend(self.outbox.stage(&event).await?);
+            let mut staged = self.outbox.stage(&product_key(&id), &event).await?;
+            operations.extend(staged.take_operations());
             match self.dapr.transact(&self.store, operations).await {
                 Ok(()) => {
-                    self.outbox.relay_soon();
+                    self.outbox.relay_soon(staged);
                     return Ok(updated);
                 }
-                Err(DaprError::Conflict(_)) => back_off(attempt).await,
+                Err(DaprError::Conflict(_)) => {
+                    // Our turn at the outbox shard is not needed while waiting.
+                    drop(staged);
+                    back_off(attempt).await;
+                }
                 Err(other) => return Err(other.into()),
             }
         }
@@ -195,19 +205,26 @@ impl Inventory {
                 },
                 StateOperation::upsert(CATALOG, &catalog, catalog_write)?,
             ];
-            operations.extend(
-                self.outbox
-                    .stage(&contracts::ProductDeleted {
+            let mut staged = self
+                .outbox
+                .stage(
+                    &product_key(&id),
+                    &contracts::ProductDeleted {
                         product_id: id.as_uuid(),
-                    })
-                    .await?,
-            );
+                    },
+                )
+                .await?;
+            operations.extend(staged.take_operations());
             match self.dapr.transact(&self.store, operations).await {
                 Ok(()) => {
-                    self.outbox.relay_soon();
+                    self.outbox.relay_soon(staged);
                     return Ok(());
                 }
-                Err(DaprError::Conflict(_)) => back_off(attempt).await,
+                Err(DaprError::Conflict(_)) => {
+                    // Our turn at the outbox shard is not needed while waiting.
+                    drop(staged);
+                    back_off(attempt).await;
+                }
                 Err(other) => return Err(other.into()),
             }
         }

@@ -84,14 +84,15 @@ impl Payments {
                 updated_at: now,
                 ..current.value.clone()
             };
-            let mut operations = Vec::new();
-            match outcome {
+            let entity = payment_key(&order);
+            let mut staged = match outcome {
                 ChargeOutcome::Succeeded { charge_id } => {
                     settled.status = PaymentStatus::Succeeded;
                     settled.charge_id = Some(charge_id.clone());
-                    operations.extend(
-                        self.outbox
-                            .stage(&contracts::PaymentSuccessful {
+                    self.outbox
+                        .stage(
+                            &entity,
+                            &contracts::PaymentSuccessful {
                                 payment_id: settled.id,
                                 order_id: settled.order_id,
                                 user_id: settled.user_id,
@@ -100,16 +101,17 @@ impl Payments {
                                 currency: settled.currency.clone(),
                                 card_last4: settled.card_last4.clone(),
                                 paid_at: now,
-                            })
-                            .await?,
-                    );
+                            },
+                        )
+                        .await?
                 }
                 ChargeOutcome::Failed { reason } => {
                     settled.status = PaymentStatus::Failed;
                     settled.failure = Some(*reason);
-                    operations.extend(
-                        self.outbox
-                            .stage(&contracts::PaymentFailed {
+                    self.outbox
+                        .stage(
+                            &entity,
+                            &contracts::PaymentFailed {
                                 payment_id: settled.id,
                                 order_id: settled.order_id,
                                 user_id: settled.user_id,
@@ -118,11 +120,12 @@ impl Payments {
                                 currency: settled.currency.clone(),
                                 reason: *reason,
                                 failed_at: now,
-                            })
-                            .await?,
-                    );
+                            },
+                        )
+                        .await?
                 }
-            }
+            };
+            let mut operations = staged.take_operations();
             operations.push(StateOperation::upsert(
                 payment_key(&order),
                 &settled,
@@ -130,10 +133,14 @@ impl Payments {
             )?);
             match self.dapr.transact(&self.store, operations).await {
                 Ok(()) => {
-                    self.outbox.relay_soon();
+                    self.outbox.relay_soon(staged);
                     return Ok(settled);
                 }
-                Err(DaprError::Conflict(_)) => back_off(attempt).await,
+                Err(DaprError::Conflict(_)) => {
+                    // Our turn at the outbox shard is not needed while waiting.
+                    drop(staged);
+                    back_off(attempt).await;
+                }
                 Err(other) => return Err(other.into()),
             }
         }

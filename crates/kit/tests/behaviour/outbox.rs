@@ -70,9 +70,9 @@ async fn commit_with(
         &event.product,
         Write::always(),
     )?];
-    let staged = outbox.stage(event).await?;
-    let id = outbox_id(&staged);
-    operations.extend(staged);
+    let mut staged = outbox.stage(key, event).await?;
+    let id = outbox_id(&staged.operations);
+    operations.extend(staged.take_operations());
     dapr.transact(STATE_STORE, operations).await?;
     Ok(id)
 }
@@ -130,8 +130,10 @@ async fn an_event_staged_in_a_transaction_that_conflicts_is_never_published() {
         StateOperation::upsert("product", &event.product, Write::if_match(stale))
             .expect("an operation"),
     ];
-    operations.extend(outbox.stage(&event).await.expect("staged"));
+    let mut staged = outbox.stage("product", &event).await.expect("staged");
+    operations.extend(staged.take_operations());
     let committed = dapr.transact(STATE_STORE, operations).await;
+    drop(staged);
     let relayed = outbox.relay().await.expect("relayed");
 
     assert!(
@@ -145,18 +147,31 @@ async fn an_event_staged_in_a_transaction_that_conflicts_is_never_published() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn of_two_events_staged_at_once_only_the_first_committed_goes_through() {
+async fn of_two_events_two_replicas_stage_at_once_only_the_first_committed_goes_through() {
     for store in Store::ALL {
         let (stack, events, dapr, outbox) = outbox_on(store).await;
+        // Another replica of the app: an outbox of its own on the same store.
+        let replica = Outbox::new(dapr.clone(), STATE_STORE, PUBSUB);
         // First with no outbox index yet, then with the one the first relay left.
         for round in ["no index", "an index"] {
             let (first, second) = (support::unique("first-"), support::unique("second-"));
-            // Both read the outbox index before either commits.
-            let staged_first = outbox.stage(&product_added(&first)).await.expect("staged");
-            let staged_second = outbox.stage(&product_added(&second)).await.expect("staged");
+            // Both read the shard's index before either commits.
+            let mut staged_first = outbox
+                .stage("product", &product_added(&first))
+                .await
+                .expect("staged");
+            let mut staged_second = replica
+                .stage("product", &product_added(&second))
+                .await
+                .expect("staged");
 
-            let second_commit = dapr.transact(STATE_STORE, staged_second).await;
-            let first_commit = dapr.transact(STATE_STORE, staged_first).await;
+            let second_commit = dapr
+                .transact(STATE_STORE, staged_second.take_operations())
+                .await;
+            let first_commit = dapr
+                .transact(STATE_STORE, staged_first.take_operations())
+                .await;
+            drop((staged_first, staged_second));
             let relayed = outbox.relay().await.expect("relayed");
 
             assert!(
@@ -179,6 +194,59 @@ async fn of_two_events_staged_at_once_only_the_first_committed_goes_through() {
         }
         stack.shutdown().await.expect("clean shutdown");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_of_one_replica_take_turns_and_an_entitys_events_keep_their_order() {
+    let (stack, events, dapr, outbox) = outbox_on(Store::Sqlite).await;
+    let prefix = support::unique("pencil-");
+    // Twenty writers at once, all about one product (one shard): in one replica they wait for
+    // their turn instead of conflicting.
+    let writers: Vec<_> = (0..20)
+        .map(|n| {
+            let (dapr, outbox) = (dapr.clone(), outbox.clone());
+            let name = format!("{prefix}-{n:02}");
+            tokio::spawn(async move {
+                commit_with(&dapr, &outbox, "product", &product_added(&name)).await
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer
+            .await
+            .expect("a writer")
+            .expect("committed without a conflict");
+    }
+    // Then five events of another product, one after the other.
+    for n in 0..5 {
+        commit_with(
+            &dapr,
+            &outbox,
+            "other",
+            &product_added(&format!("{prefix}-order-{n}")),
+        )
+        .await
+        .expect("committed");
+    }
+
+    let relayed = outbox.relay().await.expect("relayed");
+
+    assert_eq!(relayed, 25);
+    let names = || -> Vec<String> {
+        events
+            .all()
+            .into_iter()
+            .filter_map(|e| e["data"]["product"]["name"].as_str().map(str::to_owned))
+            .filter(|name| name.starts_with(&format!("{prefix}-order-")))
+            .collect()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while names().len() < 5 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let expected: Vec<String> = (0..5).map(|n| format!("{prefix}-order-{n}")).collect();
+    assert_eq!(names(), expected, "published in the order committed");
+    stack.shutdown().await.expect("clean shutdown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
