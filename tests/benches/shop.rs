@@ -15,8 +15,9 @@
 //! 2. a fixed arrival rate (`SHOP_BENCH_RATE`, default 100 orders/s, for `SHOP_BENCH_SECONDS`):
 //!    each arrival places an order and pays it. `POST /orders` latency is timed from the moment
 //!    the request was due, so a shop that falls behind pays for it (no coordinated omission);
-//! 3. saturation: `SHOP_BENCH_CONCURRENCY` customers (default 64) place and pay orders back to
-//!    back for `SHOP_BENCH_SECONDS`; what counts is how many orders reach CONFIRMED per second.
+//! 3. saturation: `SHOP_BENCH_CONCURRENCY` customers (default 64) buy back to back for
+//!    `SHOP_BENCH_SECONDS`, each waiting for the order's confirmation before the next; what
+//!    counts is how many orders reach CONFIRMED per second.
 //!
 //! An order is complete when its `ORDER_CONFIRMED` event reaches an observer app subscribed like
 //! any other. The gateway's rate limit is off (every request comes from one address here), and
@@ -288,6 +289,14 @@ impl Confirmations {
             .count()
     }
 
+    /// Waits until `order` is confirmed, or `limit` has passed.
+    async fn wait_one(&self, order: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.at(order).is_none() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Waits until every order of `orders` is confirmed, or `limit` has passed.
     async fn wait_all(&self, orders: &[Placed], limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
@@ -491,7 +500,8 @@ async fn fixed_rate(
     Ok(settle(confirmations, orders, failures, started, elapsed).await)
 }
 
-/// `concurrency` customers buying back to back for `seconds`.
+/// `concurrency` customers buying back to back for `seconds`, each waiting for its order to
+/// be confirmed before buying again.
 async fn saturation(
     shop: &Arc<TestShop>,
     customers: &Arc<Customers>,
@@ -504,6 +514,7 @@ async fn saturation(
     let mut buyers = tokio::task::JoinSet::new();
     for worker in 0..concurrency {
         let (shop, customers) = (shop.clone(), customers.clone());
+        let confirmations = confirmations.clone();
         buyers.spawn(async move {
             let mut orders = Vec::new();
             let mut failures = Failures::default();
@@ -512,7 +523,12 @@ async fn saturation(
                 let token = &customers.tokens[n % customers.tokens.len()];
                 let product = &customers.products[n % customers.products.len()];
                 match buy(&shop, token, product, Instant::now()).await {
-                    Ok(placed) => orders.push(placed),
+                    Ok(placed) => {
+                        // A customer waits for the confirmation before buying again, so the
+                        // shop is driven as fast as it completes orders, not faster.
+                        confirmations.wait_one(&placed.id, Duration::from_secs(60)).await;
+                        orders.push(placed);
+                    }
                     Err(failure) => failures.add(failure),
                 }
                 n += concurrency;

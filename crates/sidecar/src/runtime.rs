@@ -438,6 +438,12 @@ fn serve_http(
     router: axum::Router,
     stop: CancellationToken,
 ) {
+    // No Nagle, as Go's listeners (and so daprd's): a small frame or answer written after
+    // another would otherwise wait for the peer's delayed ACK (40 ms on Linux) whenever the
+    // connection is quiet, a workflow's work items on their stream among them.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+        let _ = stream.set_nodelay(true);
+    });
     tasks.spawn(async move {
         let result = axum::serve(listener, router)
             .with_graceful_shutdown(stop.cancelled_owned())
