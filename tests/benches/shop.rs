@@ -526,7 +526,9 @@ async fn saturation(
                     Ok(placed) => {
                         // A customer waits for the confirmation before buying again, so the
                         // shop is driven as fast as it completes orders, not faster.
-                        confirmations.wait_one(&placed.id, Duration::from_secs(60)).await;
+                        confirmations
+                            .wait_one(&placed.id, Duration::from_secs(60))
+                            .await;
                         orders.push(placed);
                     }
                     Err(failure) => failures.add(failure),
