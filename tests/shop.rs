@@ -672,6 +672,37 @@ async fn purchase(
     assert_eq!(mails.len(), 3, "{set:?}: one mail each: {mails:?}");
 }
 
+/// Registers a customer called `name` and logs them in; returns the token.
+async fn signed_up(shop: &TestShop, name: &str) -> String {
+    let email = unique_email(&name.to_ascii_lowercase());
+    let created = shop
+        .call(
+            Method::POST,
+            "/api/auth/register",
+            None,
+            Some(json!({"email": email, "password": "s3cret-pass", "name": name})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+    shop.login(&email, "s3cret-pass").await.unwrap()
+}
+
+/// Adds a product (as the admin `admin`) with `stock`; returns its id.
+async fn stocked(shop: &TestShop, admin: &str, name: &str, stock: i64) -> String {
+    let added = shop
+        .call(
+            Method::POST,
+            "/api/products",
+            Some(admin),
+            Some(product(name, "home", stock)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(added.status, StatusCode::CREATED, "{added:?}");
+    added.body["id"].as_str().unwrap().to_owned()
+}
+
 /// How long an order waits for its payment in [`unpaid_and_cancelled`]: short, yet long
 /// enough for the cancelled order to be cancelled by its customer first.
 const PAYMENT_TIMEOUT: &str = "6";
@@ -689,29 +720,8 @@ async fn unpaid_and_cancelled(set: ComponentSet) {
     .await
     .unwrap();
     let admin = shop.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.unwrap();
-    let email = unique_email("bob");
-    let created = shop
-        .call(
-            Method::POST,
-            "/api/auth/register",
-            None,
-            Some(json!({"email": email, "password": "s3cret-pass", "name": "Bob"})),
-        )
-        .await
-        .unwrap();
-    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
-    let customer = shop.login(&email, "s3cret-pass").await.unwrap();
-    let added = shop
-        .call(
-            Method::POST,
-            "/api/products",
-            Some(&admin),
-            Some(product("Chair", "home", 4)),
-        )
-        .await
-        .unwrap();
-    assert_eq!(added.status, StatusCode::CREATED, "{set:?}: {added:?}");
-    let chair = added.body["id"].as_str().unwrap().to_owned();
+    let customer = signed_up(&shop, "Bob").await;
+    let chair = stocked(&shop, &admin, "Chair", 4).await;
 
     let key = uuid::Uuid::new_v4().to_string();
     let placed = place(&shop, &customer, &key, &chair, 1).await;
@@ -1100,29 +1110,8 @@ async fn docs() {
 async fn orders_restart(set: ComponentSet) {
     let mut shop = TestShop::start(set).await.unwrap();
     let admin = shop.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.unwrap();
-    let email = unique_email("cleo");
-    let created = shop
-        .call(
-            Method::POST,
-            "/api/auth/register",
-            None,
-            Some(json!({"email": email, "password": "s3cret-pass", "name": "Cleo"})),
-        )
-        .await
-        .unwrap();
-    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
-    let customer = shop.login(&email, "s3cret-pass").await.unwrap();
-    let added = shop
-        .call(
-            Method::POST,
-            "/api/products",
-            Some(&admin),
-            Some(product("Lamp", "home", 3)),
-        )
-        .await
-        .unwrap();
-    assert_eq!(added.status, StatusCode::CREATED, "{added:?}");
-    let lamp = added.body["id"].as_str().unwrap().to_owned();
+    let customer = signed_up(&shop, "Cleo").await;
+    let lamp = stocked(&shop, &admin, "Lamp", 3).await;
     let placed = place(
         &shop,
         &customer,
