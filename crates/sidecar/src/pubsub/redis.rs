@@ -8,8 +8,8 @@
 //!
 //! A subscription reads up to `queueDepth` entries at a time and hands each to a worker (at most
 //! `concurrency` at once). A bulk subscription reads up to a batch instead (reading again until
-//! the batch is full or `maxAwaitDurationMs` has passed), delivers one batch at a time and
-//! acknowledges what the app took with one `XACK`.
+//! the batch is full or `maxAwaitDurationMs` has passed), delivers one batch at a time (the
+//! next is read while the app has one) and acknowledges what the app took with one `XACK`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -347,8 +347,8 @@ impl Subscription {
         if let (Delivery::Batches { limits, .. }, Some(deliverer)) = (&self.delivery, deliverer)
             && (batch.is_due(*limits) || (now && !batch.entries.is_empty()))
         {
-            // Waits while the deliverer still holds a batch: reading runs at most one batch
-            // ahead of the app.
+            // Waits while a batch is already queued behind the one the app has: reading runs
+            // at most one queued batch (and the one being filled) ahead of the app.
             let _ = deliverer.send(batch.take()).await;
         }
     }
