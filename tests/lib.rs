@@ -149,6 +149,19 @@ impl TestShop {
         let shop = Shop::start(&options).await?;
         let mut observer = Stack::join(shop.topology(), root.path(), &options.components);
         let events = observer.observe(TOPICS).await?;
+        if set == ComponentSet::Kafka {
+            // Kafka's consumer groups take a while to hand out their partitions, longer on a
+            // busy machine: wait until the observer has the admin's USER_REGISTERED, which auth
+            // publishes as it starts, so that a test's first wait does not pay for it.
+            events
+                .wait_for(
+                    "shop.user.registered.v1",
+                    std::time::Duration::from_secs(90),
+                    |data| data["email"] == ADMIN_EMAIL,
+                )
+                .await
+                .context("the observer's Kafka consumers settle")?;
+        }
         Ok(Self {
             base: shop.url(),
             shop,
