@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 use sidecar::Topology;
 
-use crate::pubsub::Inbox;
+use crate::pubsub::{Inbox, settle};
 use crate::support::{TestDatabase, TestSidecar, eventually, http, serve, sidecar, unique};
 
 fn set_dir(name: &str) -> PathBuf {
@@ -116,39 +116,6 @@ async fn start(set: &Set, topology: &Topology, app_id: &str, app_port: Option<u1
     started
 }
 
-/// Publishes warm-up events until every subscriber, both audit replicas included, has had one:
-/// then every consumer is in place (for Kafka: the group has settled and each replica owns a
-/// partition, so no rebalance hands a message over mid-delivery during the scenario).
-async fn settle(set: &Set, publisher: &TestSidecar, topic: &str, inboxes: [&Inbox; 3]) {
-    let received = |inbox: &Inbox| {
-        inbox
-            .deliveries()
-            .iter()
-            .any(|d| d.event["data"]["warmup"].is_i64())
-    };
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-    for n in 0.. {
-        if inboxes.iter().all(|inbox| received(inbox)) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{}: a subscriber got no warm-up event within 60 s",
-            set.name
-        );
-        let response = http()
-            .post(publisher.url(&format!(
-                "/v1.0/publish/pubsub/{topic}?metadata.cloudevent.type=order.warmup&metadata.partitionKey=w{n}"
-            )))
-            .json(&json!({"warmup": n}))
-            .send()
-            .await
-            .expect("publish");
-        assert_eq!(response.status(), 204, "{}", set.name);
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-}
-
 async fn run_scenario(set: &Set) -> Outcome {
     let topology = Topology::in_process();
     let topic = format!("{}-orders", set.topic_prefix);
@@ -176,11 +143,11 @@ async fn run_scenario(set: &Set) -> Outcome {
         Some(serve(audit_replica.router()).await),
     )
     .await;
+    // Every subscriber, both audit replicas included, in place before the scenario starts.
     settle(
-        set,
         &orders,
-        &topic,
-        [&notifications, &audit, &audit_replica],
+        std::slice::from_ref(&topic),
+        &[&notifications, &audit, &audit_replica],
     )
     .await;
     for n in 0..6 {
@@ -212,7 +179,7 @@ async fn run_scenario(set: &Set) -> Outcome {
         .json()
         .await
         .expect("json");
-    // Only the scenario's events count: the warm-up carries no `order`.
+    // The scenario's events, by number.
     let numbers = |deliveries: Vec<crate::pubsub::Delivery>| -> Vec<i64> {
         deliveries
             .iter()
