@@ -250,19 +250,29 @@ impl Inventory {
         order: OrderId,
         request: &[(ProductId, Quantity)],
     ) -> Result<(Reservation, bool), ApiError> {
+        let key = reservation_key(&order);
+        let mut keys = Vec::with_capacity(request.len() + 1);
+        keys.push(key.clone());
+        keys.extend(request.iter().map(|(id, _)| product_key(id)));
         for attempt in 0..ATTEMPTS {
-            if let Some(existing) = self.reservation(order).await? {
+            // The reservation, if this order asked before, and the products: one read.
+            let mut found = self
+                .dapr
+                .get_bulk_state::<serde_json::Value>(&self.store, &keys)
+                .await?
+                .into_iter();
+            if let Some(existing) = found.next().flatten() {
+                let existing = existing.decode::<Reservation>(&key)?;
                 return if existing.value.same_request(request) {
                     Ok((existing.value, false))
                 } else {
                     Err(ApiError::ReservationMismatch)
                 };
             }
-            let keys: Vec<String> = request.iter().map(|(id, _)| product_key(id)).collect();
-            let products = self
-                .dapr
-                .get_bulk_state::<StoredProduct>(&self.store, &keys)
-                .await?;
+            let products = found
+                .zip(&keys[1..])
+                .map(|(product, key)| product.map(|p| p.decode::<StoredProduct>(key)).transpose())
+                .collect::<Result<Vec<_>, DaprError>>()?;
             let now = chrono::Utc::now();
             let mut operations = Vec::with_capacity(request.len() + 1);
             let mut lines = Vec::with_capacity(request.len());
@@ -303,7 +313,7 @@ impl Inventory {
                 updated_at: now,
             };
             operations.push(StateOperation::upsert(
-                reservation_key(&order),
+                key.as_str(),
                 &reservation,
                 Write::create_only(),
             )?);

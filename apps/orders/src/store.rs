@@ -137,6 +137,17 @@ impl Orders {
             items: items.clone(),
         };
         for attempt in 0..ATTEMPTS {
+            // Create-only: of concurrent requests with one key, exactly one claims it. A new key
+            // (the usual case) costs this one write; a key in use is read after the conflict.
+            match self
+                .dapr
+                .save_state(&self.store, &state_key, &record, Write::create_only())
+                .await
+            {
+                Ok(()) => return Ok(Claim::New(order)),
+                Err(DaprError::Conflict(_)) => {}
+                Err(other) => return Err(other.into()),
+            }
             if let Some(existing) = self
                 .dapr
                 .get_state::<KeyRecord>(&self.store, &state_key)
@@ -148,16 +159,8 @@ impl Orders {
                     Err(ApiError::KeyReused)
                 };
             }
-            // Create-only: of concurrent requests with one key, exactly one claims it.
-            match self
-                .dapr
-                .save_state(&self.store, &state_key, &record, Write::create_only())
-                .await
-            {
-                Ok(()) => return Ok(Claim::New(order)),
-                Err(DaprError::Conflict(_)) => back_off(attempt).await,
-                Err(other) => return Err(other.into()),
-            }
+            // Refused, yet gone when read (deleted in between): claim it anew.
+            back_off(attempt).await;
         }
         Err(ApiError::Busy)
     }
@@ -167,7 +170,11 @@ impl Orders {
     #[tracing::instrument(skip(self, order), fields(order_id = %order.id))]
     pub async fn open(&self, order: &StoredOrder) -> Result<StoredOrder, ApiError> {
         for attempt in 0..ATTEMPTS {
-            if let Some(existing) = self.get(order.id).await? {
+            // The first attempt does not look: the view is written create-only, so a stored one
+            // fails the transaction, and the next attempt finds it.
+            if attempt > 0
+                && let Some(existing) = self.get(order.id).await?
+            {
                 return Ok(existing.value);
             }
             let listed = self

@@ -861,3 +861,68 @@ async fn concurrent_buyers_never_get_more_than_the_stock() {
     assert_eq!(shop.stock(&product).await, 0);
     shop.stop().await;
 }
+
+/// The store's own writes, which the activities and `POST /orders` repeat when retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_claimed_once_and_a_view_stored_again_keeps_the_first() {
+    use shop_orders::domain::{IdempotencyKey, Items, OrderId, OrderStatus, StoredOrder};
+    use shop_orders::error::ApiError;
+    use shop_orders::store::{Claim, Orders};
+
+    let mut stack = Stack::new(Store::Sqlite, &[]).await.unwrap();
+    let (bound, dapr) = stack.bind("orders").await.unwrap();
+    stack.start(bound).await.unwrap();
+    let orders = Orders::new(
+        Dapr::new(&dapr).unwrap(),
+        kit::testing::STATE_STORE,
+        Duration::from_millis(20),
+    );
+    let ada = Uuid::new_v4();
+    let key = IdempotencyKey::parse("retry-me").unwrap();
+    let items = Items::parse(&[(Uuid::new_v4(), 2)], 10).unwrap();
+    let other_items = Items::parse(&[(Uuid::new_v4(), 1)], 10).unwrap();
+
+    let first = OrderId::generate();
+    let claim = orders.claim(ada, &key, first, &items).await.unwrap();
+    assert_eq!(claim, Claim::New(first));
+    let again = orders.claim(ada, &key, OrderId::generate(), &items).await;
+    assert_eq!(again.unwrap(), Claim::Existing(first));
+    let reused = orders
+        .claim(ada, &key, OrderId::generate(), &other_items)
+        .await;
+    assert!(matches!(reused, Err(ApiError::KeyReused)), "{reused:?}");
+    let someone_else = OrderId::generate();
+    let theirs = orders
+        .claim(Uuid::new_v4(), &key, someone_else, &items)
+        .await;
+    assert_eq!(theirs.unwrap(), Claim::New(someone_else));
+
+    let now = chrono::Utc::now();
+    let view = StoredOrder {
+        id: first,
+        user_id: ada,
+        user_email: "ada@example.com".into(),
+        status: OrderStatus::PendingPayment,
+        lines: StoredOrder::unpriced(&items),
+        total_cents: 1000,
+        currency: Some("EUR".into()),
+        rejection: None,
+        cancellation: None,
+        payment_id: None,
+        placed_at: now,
+        payment_due_at: now,
+        updated_at: now,
+    };
+    assert_eq!(orders.open(&view).await.unwrap(), view);
+    // A second run of the activity (its first result was lost) finds the first view.
+    let rerun = StoredOrder {
+        status: OrderStatus::Rejected,
+        total_cents: 0,
+        ..view.clone()
+    };
+    assert_eq!(orders.open(&rerun).await.unwrap(), view);
+    assert_eq!(orders.get(first).await.unwrap().unwrap().value, view);
+    let page = orders.list(ada, None, 10).await.unwrap();
+    assert_eq!(page.orders, vec![view], "listed once");
+    stack.shutdown().await.unwrap();
+}

@@ -62,6 +62,18 @@ pub struct Versioned<T> {
     pub etag: String,
 }
 
+impl Versioned<serde_json::Value> {
+    /// The value read as `T`: one bulk read of keys that hold different types reads them as
+    /// JSON first.
+    pub fn decode<T: DeserializeOwned>(self, key: &str) -> Result<Versioned<T>, DaprError> {
+        Ok(Versioned {
+            value: serde_json::from_value(self.value)
+                .map_err(|e| DaprError::Corrupt(format!("{key}: {e}")))?,
+            etag: self.etag,
+        })
+    }
+}
+
 /// How a write is conditioned.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Write {

@@ -31,6 +31,15 @@ pub struct SqliteStore {
 
 const LIVE: &str = "(expiration_time IS NULL OR expiration_time > CURRENT_TIMESTAMP)";
 
+/// How often the WAL is checkpointed into the database, from a connection of its own.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+/// The WAL size (in pages) at which a commit checkpoints by itself: a safety net for when the
+/// background checkpoints fall behind. SQLite's default, 1000 pages, makes every few hundredth
+/// commit wait for a checkpoint and its fsync.
+const WAL_SAFETY_NET_PAGES: u32 = 10_000;
+/// A WAL file larger than this is truncated to it when it is reset.
+const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+
 impl SqliteStore {
     /// Opens (and if needed creates) the database named by `connectionString`.
     pub async fn open(
@@ -55,16 +64,24 @@ impl SqliteStore {
             .filter(|interval| !interval.is_zero());
         let path = database_path(connection_string, &context.working_dir);
 
+        let wal = !disable_wal && path != Path::new(":memory:");
         let opened = {
             let path = path.clone();
             let table = table.clone();
             tokio::task::spawn_blocking(move || {
-                open_database(&path, &table, &metadata_table, busy_timeout, disable_wal)
+                let connection =
+                    open_database(&path, &table, &metadata_table, busy_timeout, disable_wal)?;
+                let checkpointer = if wal {
+                    Some(Connection::open(&path)?)
+                } else {
+                    None
+                };
+                anyhow::Ok((connection, checkpointer))
             })
             .await
             .map_err(|e| metadata.error("connectionString", e.to_string()))?
         };
-        let connection = opened.map_err(|e| {
+        let (connection, checkpointer) = opened.map_err(|e| {
             metadata.error(
                 "connectionString",
                 format!("cannot open sqlite database {}: {e:#}", path.display()),
@@ -78,7 +95,36 @@ impl SqliteStore {
         if let Some(interval) = cleanup_interval {
             store.spawn_cleanup(interval);
         }
+        if let Some(checkpointer) = checkpointer {
+            store.spawn_checkpoints(checkpointer);
+        }
         Ok(store)
+    }
+
+    /// Checkpoints the WAL every [`CHECKPOINT_EVERY`] from `checkpointer`, a connection of its
+    /// own: a passive checkpoint takes no lock that writers wait for, so commits (which with
+    /// `synchronous = NORMAL` do not fsync) never wait for the checkpoint's fsync.
+    fn spawn_checkpoints(&self, checkpointer: Connection) {
+        let alive = Arc::downgrade(&self.connection);
+        let checkpointer = Arc::new(Mutex::new(checkpointer));
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(CHECKPOINT_EVERY);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                if alive.strong_count() == 0 {
+                    return; // the store was dropped
+                }
+                let checkpointer = checkpointer.clone();
+                let result = tokio::task::spawn_blocking(move || {
+                    checkpoint(&checkpointer.lock().unwrap_or_else(|e| e.into_inner()))
+                })
+                .await;
+                if let Ok(Err(error)) = result {
+                    tracing::warn!(%error, "sqlite state store: checkpointing the WAL failed");
+                }
+            }
+        });
     }
 
     /// The database file (or `:memory:`).
@@ -179,6 +225,8 @@ fn open_database(
     let journal = if disable_wal { "DELETE" } else { "WAL" };
     connection.pragma_update(None, "journal_mode", journal)?;
     connection.pragma_update(None, "synchronous", "NORMAL")?;
+    connection.pragma_update(None, "wal_autocheckpoint", WAL_SAFETY_NET_PAGES)?;
+    connection.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
     connection.execute_batch(&format!(
         "CREATE TABLE IF NOT EXISTS {metadata_table} (key text NOT NULL PRIMARY KEY, value text NOT NULL);
          CREATE TABLE IF NOT EXISTS {table} (
@@ -192,6 +240,14 @@ fn open_database(
          INSERT OR IGNORE INTO {metadata_table} (key, value) VALUES ('migrations', '1');"
     ))?;
     Ok(connection)
+}
+
+/// Copies what the WAL holds into the database as far as no reader needs it (a passive
+/// checkpoint), and returns the WAL's size and how much of it is now copied, in pages.
+fn checkpoint(connection: &Connection) -> rusqlite::Result<(i64, i64)> {
+    connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+        Ok((row.get(1)?, row.get(2)?))
+    })
 }
 
 /// Splits a value into the text stored and the `is_binary` flag.
@@ -463,6 +519,83 @@ mod tests {
         assert_eq!(encode(br#"{"a":1}"#), (r#"{"a":1}"#.to_owned(), false));
         assert_eq!(encode(&[0xff, 0x00]), ("/wA=".to_owned(), true));
         assert_eq!(encode(b"plain text"), ("cGxhaW4gdGV4dA==".to_owned(), true));
+    }
+
+    fn file_size(path: &Path) -> u64 {
+        std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// A JSON string of about 4 KB: one page or more per write.
+    fn big_value(n: usize) -> String {
+        format!("\"{n}{}\"", "x".repeat(4000))
+    }
+
+    #[test]
+    fn commits_do_not_checkpoint_and_a_passive_checkpoint_copies_the_wal() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("state.db");
+        let mut writer = open_database(&path, "state", "metadata", Duration::from_secs(1), false)
+            .expect("opened");
+        // 1500 commits of two pages or more each: over SQLite's default checkpoint size (1000
+        // pages), under the safety net.
+        for n in 0..1500 {
+            let tx = writer.transaction().expect("begin");
+            tx.execute(
+                "INSERT OR REPLACE INTO state (key, value, is_binary, etag) VALUES (?1, ?2, 0, 'e')",
+                params![format!("k{}", n % 500), big_value(n)],
+            )
+            .expect("insert");
+            tx.commit().expect("commit");
+        }
+        assert!(
+            file_size(&path) < 1024 * 1024,
+            "no commit checkpointed: the database file is {} bytes",
+            file_size(&path)
+        );
+        let (wal, copied) =
+            checkpoint(&Connection::open(&path).expect("second connection")).expect("checkpoint");
+        assert!(wal > 3000, "the WAL holds every commit: {wal} pages");
+        assert!(wal < i64::from(WAL_SAFETY_NET_PAGES), "{wal} pages");
+        assert_eq!(copied, wal, "nothing reads the WAL, so all of it is copied");
+        assert!(
+            file_size(&path) > 500 * 4000,
+            "the database holds the 500 keys: {} bytes",
+            file_size(&path)
+        );
+    }
+
+    #[tokio::test]
+    async fn the_store_checkpoints_in_the_background() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let metadata =
+            ComponentMetadata::from_pairs("statestore", [("connectionString", "state.db")]);
+        let store = SqliteStore::open(&metadata, &ComponentContext::new("app", dir.path()))
+            .await
+            .expect("opened");
+        for n in 0..300 {
+            store
+                .set(&SetRequest {
+                    key: format!("app||k{n}"),
+                    value: Bytes::from(big_value(n)),
+                    etag: None,
+                    concurrency: Concurrency::LastWrite,
+                    ttl: None,
+                })
+                .await
+                .expect("set");
+        }
+        // Nothing else checkpoints before the WAL reaches the safety net.
+        let path = dir.path().join("state.db");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while file_size(&path) < 300 * 4000 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no checkpoint within 10 s: the database file is {} bytes",
+                file_size(&path)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(store.get("app||k7").await.expect("get").is_some());
     }
 
     #[test]

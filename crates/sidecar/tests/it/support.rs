@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use sidecar::state::StateStore;
 use sidecar::{Sidecar, SidecarOptions, Topology};
@@ -149,8 +150,12 @@ pub(crate) async fn serve(router: axum::Router) -> u16 {
     port
 }
 
+/// A client for the tests' calls; a call that hangs fails the test where it hangs.
 pub(crate) fn http() -> reqwest::Client {
-    reqwest::Client::new()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("an HTTP client")
 }
 
 /// Waits until `check` is true, for at most `seconds`.
@@ -159,12 +164,12 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
     while tokio::time::Instant::now() < deadline {
         if check().await {
             return true;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
     false
 }
