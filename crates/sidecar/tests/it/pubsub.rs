@@ -106,6 +106,7 @@ impl Inbox {
             .flatten()
             .filter_map(|s| s["topic"].as_str().map(str::to_owned))
             .collect();
+        topics.sort_unstable();
         topics.dedup();
         topics
     }
