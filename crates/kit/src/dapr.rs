@@ -67,8 +67,7 @@ impl Versioned<serde_json::Value> {
     /// JSON first.
     pub fn decode<T: DeserializeOwned>(self, key: &str) -> Result<Versioned<T>, DaprError> {
         Ok(Versioned {
-            value: serde_json::from_value(self.value)
-                .map_err(|e| DaprError::Corrupt(format!("{key}: {e}")))?,
+            value: serde_json::from_value(self.value).map_err(|e| corrupt(key, &e))?,
             etag: self.etag,
         })
     }
@@ -185,7 +184,12 @@ fn state_item(key: String, value: Vec<u8>, write: &Write) -> common::StateItem {
 }
 
 fn decode<T: DeserializeOwned>(key: &str, data: &[u8]) -> Result<T, DaprError> {
-    serde_json::from_slice(data).map_err(|e| DaprError::Corrupt(format!("{key}: {e}")))
+    serde_json::from_slice(data).map_err(|e| corrupt(key, &e))
+}
+
+/// The error for a stored value at `key` that is not what it should be.
+fn corrupt(key: &str, error: &serde_json::Error) -> DaprError {
+    DaprError::Corrupt(format!("{key}: {error}"))
 }
 
 impl Dapr {
