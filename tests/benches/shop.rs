@@ -10,8 +10,9 @@
 //! Per component set, in one run:
 //!
 //! 1. the machine's ceilings: `pgbench` inserting single rows into the local PostgreSQL (1 and 16
-//!    clients), and for the embedded default SQLite inserting single rows with the sqlite state
-//!    store's settings (WAL, `synchronous = NORMAL`);
+//!    clients), for the embedded default SQLite inserting single rows with the sqlite state
+//!    store's settings (WAL, `synchronous = NORMAL`), and files created one per email as the
+//!    mail binding stores them;
 //! 2. a fixed arrival rate (`SHOP_BENCH_RATE`, default 100 orders/s, for `SHOP_BENCH_SECONDS`):
 //!    each arrival places an order and pays it. `POST /orders` latency is timed from the moment
 //!    the request was due, so a shop that falls behind pays for it (no coordinated omission);
@@ -193,6 +194,44 @@ fn sqlite_inserts(seconds: u64) -> anyhow::Result<f64> {
         rows += 1;
     }
     Ok(rows as f64 / started.elapsed().as_secs_f64())
+}
+
+/// How many files [`file_creations`] creates.
+const CEILING_FILES: usize = 2000;
+
+/// Files created the way the embedded default's mail binding (`bindings.localstorage`) stores
+/// each email, one small file each, in the temporary directory the shop's data goes to: files
+/// per second. The directory is kept until the run ends: removing thousands of files just
+/// before the shop starts would make the filesystem's next inode allocations slower.
+fn file_creations(files: usize) -> anyhow::Result<(f64, tempfile::TempDir)> {
+    let dir = tempfile::tempdir()?;
+    let body = vec![b'x'; 1024];
+    let started = Instant::now();
+    for n in 0..files {
+        std::fs::write(dir.path().join(format!("{n}.json")), &body)?;
+    }
+    Ok((files as f64 / started.elapsed().as_secs_f64(), dir))
+}
+
+/// The CPU time this process has used so far (user and system), from `/proc/self/stat`; `None`
+/// without procfs. The clock ticks are Linux's `USER_HZ`, 100 on every platform it runs on.
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name (in parentheses, and it may hold spaces) start with the
+    // third, so utime (14th) and stime (15th) are the 12th and 13th of them.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// The share of one core this process used between two [`cpu_time`] readings, in per cent.
+fn cpu_percent(
+    before: Option<Duration>,
+    after: Option<Duration>,
+    elapsed: Duration,
+) -> Option<f64> {
+    let used = after?.checked_sub(before?)?;
+    Some(used.as_secs_f64() / elapsed.as_secs_f64() * 100.0)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -433,6 +472,9 @@ struct Phase {
     unconfirmed: usize,
     /// created → CONFIRMED.
     completion: Stats,
+    /// The CPU the whole process (shop and load generator) used during the phase, in per cent of
+    /// one core.
+    cpu: Option<f64>,
 }
 
 async fn settle(
@@ -441,6 +483,7 @@ async fn settle(
     failures: Failures,
     started: Instant,
     elapsed: Duration,
+    cpu: Option<f64>,
 ) -> Phase {
     let end = started + elapsed;
     let in_time = confirmations.count(&orders, end);
@@ -464,6 +507,7 @@ async fn settle(
         elapsed,
         orders,
         failures,
+        cpu,
     }
 }
 
@@ -476,7 +520,7 @@ async fn fixed_rate(
     seconds: u64,
 ) -> anyhow::Result<Phase> {
     let arrivals = (rate * seconds as f64).round() as usize;
-    let started = Instant::now();
+    let (started, cpu_before) = (Instant::now(), cpu_time());
     let mut buyers = tokio::task::JoinSet::new();
     for n in 0..arrivals {
         let due = started + Duration::from_secs_f64(n as f64 / rate);
@@ -489,6 +533,7 @@ async fn fixed_rate(
         });
     }
     let elapsed = started.elapsed();
+    let cpu = cpu_percent(cpu_before, cpu_time(), elapsed);
     let mut orders = Vec::with_capacity(arrivals);
     let mut failures = Failures::default();
     while let Some(bought) = buyers.join_next().await {
@@ -497,7 +542,7 @@ async fn fixed_rate(
             Err(failure) => failures.add(failure),
         }
     }
-    Ok(settle(confirmations, orders, failures, started, elapsed).await)
+    Ok(settle(confirmations, orders, failures, started, elapsed, cpu).await)
 }
 
 /// `concurrency` customers buying back to back for `seconds`, each waiting for its order to
@@ -509,7 +554,7 @@ async fn saturation(
     concurrency: usize,
     seconds: u64,
 ) -> anyhow::Result<Phase> {
-    let started = Instant::now();
+    let (started, cpu_before) = (Instant::now(), cpu_time());
     let deadline = started + Duration::from_secs(seconds);
     let mut buyers = tokio::task::JoinSet::new();
     for worker in 0..concurrency {
@@ -546,7 +591,8 @@ async fn saturation(
         failures.merge(failed);
     }
     let elapsed = started.elapsed();
-    Ok(settle(confirmations, orders, failures, started, elapsed).await)
+    let cpu = cpu_percent(cpu_before, cpu_time(), elapsed);
+    Ok(settle(confirmations, orders, failures, started, elapsed, cpu).await)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -557,6 +603,7 @@ struct Report {
     pgbench_1: f64,
     pgbench_16: f64,
     sqlite: Option<f64>,
+    files: f64,
     fixed: Phase,
     saturated: Phase,
 }
@@ -570,6 +617,8 @@ async fn run_set(set: ComponentSet, settings: Settings) -> anyhow::Result<Report
     } else {
         None
     };
+    let files = if settings.full { CEILING_FILES } else { 100 };
+    let (files, _created) = tokio::task::spawn_blocking(move || file_creations(files)).await??;
     eprintln!("{set:?}: ceilings measured; starting the shop");
 
     let shop = Arc::new(
@@ -627,6 +676,7 @@ async fn run_set(set: ComponentSet, settings: Settings) -> anyhow::Result<Report
         pgbench_1,
         pgbench_16,
         sqlite,
+        files,
         fixed,
         saturated,
     })
@@ -671,6 +721,10 @@ fn print(report: &Report, settings: Settings) {
             ))
             .unwrap_or_default()
     );
+    println!(
+        "Files created as the mail binding stores emails (1 KB each): {:.0} per second.\n",
+        report.files
+    );
     for (label, phase) in [
         (
             format!("fixed rate, {} orders/s", settings.rate),
@@ -696,6 +750,12 @@ fn print(report: &Report, settings: Settings) {
             phase.unconfirmed,
             phase.failures.total()
         );
+        if let Some(cpu) = phase.cpu {
+            println!(
+                "CPU used by the shop and the load generator: {cpu:.0} % of one core (of {}).\n",
+                std::thread::available_parallelism().map_or(0, usize::from) * 100
+            );
+        }
         for (kind, count) in &phase.failures.by_kind {
             println!("- {count} × {kind}");
         }

@@ -281,17 +281,12 @@ fn parse_time(text: Option<String>) -> Option<DateTime<Utc>> {
         .map(|naive| naive.and_utc())
 }
 
-/// `DATETIME(CURRENT_TIMESTAMP, '+N seconds')`, or NULL without a TTL.
-fn expiration_sql(ttl: Option<Duration>) -> String {
-    match ttl {
-        Some(ttl) if !ttl.is_zero() => {
-            format!(
-                "DATETIME(CURRENT_TIMESTAMP, '+{} seconds')",
-                ttl.as_secs().max(1)
-            )
-        }
-        _ => "NULL".into(),
-    }
+/// The modifier of `DATETIME(CURRENT_TIMESTAMP, ?)` that sets an expiration `ttl` from now
+/// (`'+N seconds'`); NULL without a TTL, which makes the expression NULL too. A parameter rather
+/// than SQL text, so that each write statement is prepared once per connection.
+fn expiration_modifier(ttl: Option<Duration>) -> Option<String> {
+    ttl.filter(|ttl| !ttl.is_zero())
+        .map(|ttl| format!("+{} seconds", ttl.as_secs().max(1)))
 }
 
 fn store_error(error: rusqlite::Error) -> StateError {
@@ -333,39 +328,39 @@ fn get_item(
 fn set_item(tx: &Transaction<'_>, table: &str, request: &SetRequest) -> Result<(), StateError> {
     let (value, is_binary) = encode(&request.value);
     let etag = uuid::Uuid::new_v4().to_string();
-    let expires = expiration_sql(request.ttl);
+    let expires = expiration_modifier(request.ttl);
     let changed = match (&request.etag, request.concurrency) {
         (Some(expected), _) => tx
-            .execute(
-                &format!(
-                    "UPDATE {table} SET value = ?1, etag = ?2, is_binary = ?3, update_time = CURRENT_TIMESTAMP,
-                       expiration_time = {expires}
-                     WHERE key = ?4 AND etag = ?5 AND {LIVE}"
-                ),
-                params![value, etag, is_binary, request.key, expected],
-            )
+            .prepare_cached(&format!(
+                "UPDATE {table} SET value = ?1, etag = ?2, is_binary = ?3, update_time = CURRENT_TIMESTAMP,
+                   expiration_time = DATETIME(CURRENT_TIMESTAMP, ?6)
+                 WHERE key = ?4 AND etag = ?5 AND {LIVE}"
+            ))
+            .and_then(|mut statement| {
+                statement.execute(params![value, etag, is_binary, request.key, expected, expires])
+            })
             .map_err(store_error)?,
         (None, Concurrency::FirstWrite) => tx
-            .execute(
-                &format!(
-                    "INSERT INTO {table} (key, value, is_binary, etag, update_time, expiration_time)
-                     VALUES (?1, ?2, ?3, ?4, CURRENT_TIMESTAMP, {expires})
-                     ON CONFLICT (key) DO UPDATE SET value = excluded.value, is_binary = excluded.is_binary,
-                       etag = excluded.etag, update_time = excluded.update_time,
-                       expiration_time = excluded.expiration_time
-                     WHERE {table}.expiration_time IS NOT NULL AND {table}.expiration_time <= CURRENT_TIMESTAMP"
-                ),
-                params![request.key, value, is_binary, etag],
-            )
+            .prepare_cached(&format!(
+                "INSERT INTO {table} (key, value, is_binary, etag, update_time, expiration_time)
+                 VALUES (?1, ?2, ?3, ?4, CURRENT_TIMESTAMP, DATETIME(CURRENT_TIMESTAMP, ?5))
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, is_binary = excluded.is_binary,
+                   etag = excluded.etag, update_time = excluded.update_time,
+                   expiration_time = excluded.expiration_time
+                 WHERE {table}.expiration_time IS NOT NULL AND {table}.expiration_time <= CURRENT_TIMESTAMP"
+            ))
+            .and_then(|mut statement| {
+                statement.execute(params![request.key, value, is_binary, etag, expires])
+            })
             .map_err(store_error)?,
         (None, Concurrency::LastWrite) => tx
-            .execute(
-                &format!(
-                    "INSERT OR REPLACE INTO {table} (key, value, is_binary, etag, update_time, expiration_time)
-                     VALUES (?1, ?2, ?3, ?4, CURRENT_TIMESTAMP, {expires})"
-                ),
-                params![request.key, value, is_binary, etag],
-            )
+            .prepare_cached(&format!(
+                "INSERT OR REPLACE INTO {table} (key, value, is_binary, etag, update_time, expiration_time)
+                 VALUES (?1, ?2, ?3, ?4, CURRENT_TIMESTAMP, DATETIME(CURRENT_TIMESTAMP, ?5))"
+            ))
+            .and_then(|mut statement| {
+                statement.execute(params![request.key, value, is_binary, etag, expires])
+            })
             .map_err(store_error)?,
     };
     if changed == 0 {
@@ -385,10 +380,8 @@ fn delete_item(
     match &request.etag {
         Some(expected) => {
             let changed = tx
-                .execute(
-                    &format!("DELETE FROM {table} WHERE key = ?1 AND etag = ?2"),
-                    params![request.key, expected],
-                )
+                .prepare_cached(&format!("DELETE FROM {table} WHERE key = ?1 AND etag = ?2"))
+                .and_then(|mut statement| statement.execute(params![request.key, expected]))
                 .map_err(store_error)?;
             if changed == 0 {
                 return Err(StateError::EtagMismatch(format!(
@@ -398,11 +391,9 @@ fn delete_item(
             }
         }
         None => {
-            tx.execute(
-                &format!("DELETE FROM {table} WHERE key = ?1"),
-                [&request.key],
-            )
-            .map_err(store_error)?;
+            tx.prepare_cached(&format!("DELETE FROM {table} WHERE key = ?1"))
+                .and_then(|mut statement| statement.execute([&request.key]))
+                .map_err(store_error)?;
         }
     }
     Ok(())
