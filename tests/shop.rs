@@ -12,7 +12,11 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use shop_e2e::{ADMIN_EMAIL, ADMIN_PASSWORD, Answer, ComponentSet, Email, TestShop};
 
-const EVENT_WAIT: Duration = Duration::from_secs(15);
+/// How long a test waits for an event's effect. Generous, because it is paid only by a failure:
+/// on Kafka the first events after start-up can wait for a rebalance (each subscription is a
+/// consumer of the app's group, and every consumer that joins moves the group's partitions
+/// again), which on a loaded machine took over 15 s once.
+const EVENT_WAIT: Duration = Duration::from_secs(60);
 
 fn unique_email(label: &str) -> String {
     format!("{label}-{}@example.com", uuid::Uuid::new_v4().simple())
