@@ -293,6 +293,18 @@ fn store_error(error: rusqlite::Error) -> StateError {
     StateError::Store(error.into())
 }
 
+/// Runs `sql` with `params` through the connection's statement cache, so that each write
+/// statement is prepared once per connection: the rows it changed.
+fn execute_cached(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<usize, StateError> {
+    tx.prepare_cached(sql)
+        .and_then(|mut statement| statement.execute(params))
+        .map_err(store_error)
+}
+
 fn get_item(
     connection: &Connection,
     table: &str,
@@ -330,38 +342,35 @@ fn set_item(tx: &Transaction<'_>, table: &str, request: &SetRequest) -> Result<(
     let etag = uuid::Uuid::new_v4().to_string();
     let expires = expiration_modifier(request.ttl);
     let changed = match (&request.etag, request.concurrency) {
-        (Some(expected), _) => tx
-            .prepare_cached(&format!(
+        (Some(expected), _) => execute_cached(
+            tx,
+            &format!(
                 "UPDATE {table} SET value = ?1, etag = ?2, is_binary = ?3, update_time = CURRENT_TIMESTAMP,
                    expiration_time = DATETIME(CURRENT_TIMESTAMP, ?6)
                  WHERE key = ?4 AND etag = ?5 AND {LIVE}"
-            ))
-            .and_then(|mut statement| {
-                statement.execute(params![value, etag, is_binary, request.key, expected, expires])
-            })
-            .map_err(store_error)?,
-        (None, Concurrency::FirstWrite) => tx
-            .prepare_cached(&format!(
+            ),
+            params![value, etag, is_binary, request.key, expected, expires],
+        )?,
+        (None, Concurrency::FirstWrite) => execute_cached(
+            tx,
+            &format!(
                 "INSERT INTO {table} (key, value, is_binary, etag, update_time, expiration_time)
                  VALUES (?1, ?2, ?3, ?4, CURRENT_TIMESTAMP, DATETIME(CURRENT_TIMESTAMP, ?5))
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value, is_binary = excluded.is_binary,
                    etag = excluded.etag, update_time = excluded.update_time,
                    expiration_time = excluded.expiration_time
                  WHERE {table}.expiration_time IS NOT NULL AND {table}.expiration_time <= CURRENT_TIMESTAMP"
-            ))
-            .and_then(|mut statement| {
-                statement.execute(params![request.key, value, is_binary, etag, expires])
-            })
-            .map_err(store_error)?,
-        (None, Concurrency::LastWrite) => tx
-            .prepare_cached(&format!(
+            ),
+            params![request.key, value, is_binary, etag, expires],
+        )?,
+        (None, Concurrency::LastWrite) => execute_cached(
+            tx,
+            &format!(
                 "INSERT OR REPLACE INTO {table} (key, value, is_binary, etag, update_time, expiration_time)
                  VALUES (?1, ?2, ?3, ?4, CURRENT_TIMESTAMP, DATETIME(CURRENT_TIMESTAMP, ?5))"
-            ))
-            .and_then(|mut statement| {
-                statement.execute(params![request.key, value, is_binary, etag, expires])
-            })
-            .map_err(store_error)?,
+            ),
+            params![request.key, value, is_binary, etag, expires],
+        )?,
     };
     if changed == 0 {
         return Err(StateError::EtagMismatch(match request.etag {
@@ -379,10 +388,11 @@ fn delete_item(
 ) -> Result<(), StateError> {
     match &request.etag {
         Some(expected) => {
-            let changed = tx
-                .prepare_cached(&format!("DELETE FROM {table} WHERE key = ?1 AND etag = ?2"))
-                .and_then(|mut statement| statement.execute(params![request.key, expected]))
-                .map_err(store_error)?;
+            let changed = execute_cached(
+                tx,
+                &format!("DELETE FROM {table} WHERE key = ?1 AND etag = ?2"),
+                params![request.key, expected],
+            )?;
             if changed == 0 {
                 return Err(StateError::EtagMismatch(format!(
                     "no item with key {} and the given etag",
@@ -391,9 +401,11 @@ fn delete_item(
             }
         }
         None => {
-            tx.prepare_cached(&format!("DELETE FROM {table} WHERE key = ?1"))
-                .and_then(|mut statement| statement.execute([&request.key]))
-                .map_err(store_error)?;
+            execute_cached(
+                tx,
+                &format!("DELETE FROM {table} WHERE key = ?1"),
+                [&request.key],
+            )?;
         }
     }
     Ok(())
